@@ -1,0 +1,1 @@
+//! kiln-api (being written).

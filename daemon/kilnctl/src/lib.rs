@@ -1,0 +1,1 @@
+//! kilnctl (being written).

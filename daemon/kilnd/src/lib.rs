@@ -1,0 +1,1 @@
+//! kilnd (being written).

@@ -1,0 +1,1 @@
+//! kiln-openvino: placeholder until its issue lands.

@@ -1,0 +1,1 @@
+//! kiln-storage: placeholder until its issue lands.

@@ -1,0 +1,1 @@
+//! kiln-vectors: placeholder until its issue lands.

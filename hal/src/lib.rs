@@ -1,0 +1,1 @@
+//! kiln-hal: placeholder until its issue lands.

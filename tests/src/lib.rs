@@ -1,0 +1,1 @@
+//! kiln-tests (being written).
