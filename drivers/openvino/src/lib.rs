@@ -1,1 +1,23 @@
-//! kiln-openvino: placeholder until its issue lands.
+//! kiln-openvino: Kiln's runtime layer over OpenVINO (crate `openvino`, runtime-linked).
+//!
+//! Finds the C API library (config `[openvino] library` or the pip wheel in a venv), loads it
+//! once per process, lists devices, reads IR/ONNX models, reshapes them to static shapes,
+//! compiles them with performance/precision hints and runs inference through a pool of infer
+//! requests. It touches model files, `/proc/self/statm` and the OpenVINO library; transport,
+//! budgets and placement belong to the engine.
+
+mod compiled;
+mod discovery;
+mod error;
+mod memory;
+mod model;
+mod runtime;
+mod tensor;
+
+pub use compiled::{Calibration, CompiledModel, calibrate, calibrate_with_shapes};
+pub use discovery::{LibrarySearch, find_repo_venv};
+pub use error::{ErrorKind, OvError, Result, RuntimeError};
+pub use memory::process_rss_bytes;
+pub use model::{Model, ModelFiles, PortInfo};
+pub use runtime::{CompileHints, DeviceKind, OvDevice, PerformanceHint, Precision, Runtime};
+pub use tensor::{Dtype, Tensor, TensorView, byte_size};

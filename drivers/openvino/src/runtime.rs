@@ -1,0 +1,466 @@
+//! The loaded OpenVINO runtime: loads the C API library found by discovery, lists devices,
+//! reads and compiles models. Owns the process-wide OpenVINO core; dlopen()s one library.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use openvino::{Core, DeviceType, PropertyKey, RwPropertyKey};
+
+use crate::compiled::CompiledModel;
+use crate::discovery::LibrarySearch;
+use crate::error::{OvError, Result};
+use crate::memory::process_rss_bytes;
+use crate::model::{Model, ModelFiles};
+
+/// C API functions this driver calls; checked before loading so an old or partial library
+/// gives one clear error instead of a panic at first use.
+const REQUIRED_SYMBOLS: &[&str] = &[
+    "ov_get_openvino_version",
+    "ov_version_free",
+    "ov_get_last_err_msg",
+    "ov_core_create",
+    "ov_core_free",
+    "ov_core_get_available_devices",
+    "ov_available_devices_free",
+    "ov_core_get_property",
+    "ov_core_set_property",
+    "ov_core_read_model",
+    "ov_core_compile_model",
+    "ov_model_free",
+    "ov_model_inputs_size",
+    "ov_model_outputs_size",
+    "ov_model_const_input_by_index",
+    "ov_model_const_output_by_index",
+    "ov_model_is_dynamic",
+    "ov_model_reshape",
+    "ov_port_get_any_name",
+    "ov_port_get_element_type",
+    "ov_port_get_partial_shape",
+    "ov_partial_shape_create_static",
+    "ov_partial_shape_free",
+    "ov_rank_is_dynamic",
+    "ov_dimension_is_dynamic",
+    "ov_compiled_model_create_infer_request",
+    "ov_compiled_model_inputs_size",
+    "ov_compiled_model_outputs_size",
+    "ov_compiled_model_input_by_index",
+    "ov_compiled_model_output_by_index",
+    "ov_compiled_model_get_property",
+    "ov_compiled_model_free",
+    "ov_infer_request_get_input_tensor_by_index",
+    "ov_infer_request_get_output_tensor_by_index",
+    "ov_infer_request_get_tensor",
+    "ov_infer_request_infer",
+    "ov_infer_request_free",
+    "ov_tensor_data",
+    "ov_tensor_get_byte_size",
+    "ov_tensor_get_element_type",
+    "ov_tensor_get_shape",
+    "ov_tensor_set_shape",
+    "ov_tensor_free",
+    "ov_shape_free",
+];
+
+/// The library loaded into this process (OpenVINO can only be loaded once).
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+/// A device OpenVINO reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvDevice {
+    /// OpenVINO device name: `CPU`, `GPU`, `GPU.0`, `NPU`, ...
+    pub name: String,
+    /// `FULL_DEVICE_NAME`, e.g. `Intel(R) Arc(TM) Graphics (iGPU)`.
+    pub full_name: String,
+    /// `OPTIMIZATION_CAPABILITIES`, e.g. `["FP32", "INT8", "BIN", "EXPORT_IMPORT"]`.
+    pub optimization_capabilities: Vec<String>,
+}
+
+/// Kind of a device, for matching OpenVINO devices with HAL devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// `CPU`
+    Cpu,
+    /// `GPU`, `GPU.<n>`
+    Gpu,
+    /// `NPU`
+    Npu,
+    /// Anything else OpenVINO reports.
+    Other,
+}
+
+impl OvDevice {
+    /// Device kind from the name (`GPU.1` is a GPU).
+    pub fn kind(&self) -> DeviceKind {
+        match self.name.split('.').next().unwrap_or("") {
+            "CPU" => DeviceKind::Cpu,
+            "GPU" => DeviceKind::Gpu,
+            "NPU" => DeviceKind::Npu,
+            _ => DeviceKind::Other,
+        }
+    }
+}
+
+/// `PERFORMANCE_HINT` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PerformanceHint {
+    /// Lowest latency per request (few streams).
+    #[default]
+    Latency,
+    /// Highest throughput with many parallel requests.
+    Throughput,
+    /// Throughput across several devices (AUTO/MULTI).
+    CumulativeThroughput,
+}
+
+impl PerformanceHint {
+    /// The OpenVINO property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PerformanceHint::Latency => "LATENCY",
+            PerformanceHint::Throughput => "THROUGHPUT",
+            PerformanceHint::CumulativeThroughput => "CUMULATIVE_THROUGHPUT",
+        }
+    }
+}
+
+/// `INFERENCE_PRECISION_HINT` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Full f32: exact comparisons (CPUs with AMX/AVX512-BF16 otherwise pick bf16).
+    F32,
+    /// f16 (GPU/NPU default).
+    F16,
+    /// bf16.
+    Bf16,
+}
+
+impl Precision {
+    /// The OpenVINO property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Compile options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompileHints {
+    /// Performance hint.
+    pub performance: PerformanceHint,
+    /// Inference precision; `None` keeps the device default.
+    pub precision: Option<Precision>,
+    /// `PERFORMANCE_HINT_NUM_REQUESTS`; `None` keeps the device default.
+    pub num_requests: Option<u32>,
+    /// Request-pool size; `None` uses `OPTIMAL_NUMBER_OF_INFER_REQUESTS`.
+    pub pool_size: Option<usize>,
+}
+
+/// Device defaults captured before the first compile, restored when a hint is not given.
+#[derive(Debug, Clone, Default)]
+struct DeviceDefaults {
+    precision: Option<String>,
+    num_requests: Option<String>,
+}
+
+struct CoreState {
+    core: Core,
+    defaults: HashMap<String, DeviceDefaults>,
+}
+
+/// The OpenVINO runtime: one per process, shareable across threads.
+pub struct Runtime {
+    state: Mutex<CoreState>,
+    library: PathBuf,
+    version: String,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("library", &self.library)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Find and load the OpenVINO C API library, then create a core.
+    pub fn load(search: &LibrarySearch) -> Result<Runtime> {
+        let path = search.find()?;
+        load_library(&path)?;
+        let core = Core::new().map_err(|e| OvError::LibraryUnusable {
+            path: path.clone(),
+            reason: format!("creating the OpenVINO core failed: {e}"),
+        })?;
+        let version = openvino::version().build_number;
+        Ok(Runtime {
+            state: Mutex::new(CoreState {
+                core,
+                defaults: HashMap::new(),
+            }),
+            library: path,
+            version,
+        })
+    }
+
+    /// The library in use.
+    pub fn library_path(&self) -> &Path {
+        &self.library
+    }
+
+    /// OpenVINO build number, e.g. `2026.4.1-22982-e213a147257-releases/2026/4`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CoreState> {
+        // A panic while holding the lock leaves the core usable: take it back.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Devices OpenVINO can use, with their full names and capabilities.
+    pub fn devices(&self) -> Result<Vec<OvDevice>> {
+        let state = self.lock();
+        let names: Vec<String> = state
+            .core
+            .available_devices()
+            .map_err(|e| OvError::runtime("list devices", e))?
+            .iter()
+            .map(|d| d.as_ref().to_string())
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let dev = DeviceType::from(name.as_str());
+            let full_name = state
+                .core
+                .get_property(&dev, &PropertyKey::DeviceFullName)
+                .unwrap_or_default();
+            let optimization_capabilities = state
+                .core
+                .get_property(&dev, &PropertyKey::DeviceCapabilities)
+                .map(|s| parse_list(&s))
+                .unwrap_or_default();
+            out.push(OvDevice {
+                name,
+                full_name,
+                optimization_capabilities,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Read any device property as a string (e.g. `DEVICE_ARCHITECTURE`).
+    pub fn device_property(&self, device: &str, key: &str) -> Result<String> {
+        check_device_name(device)?;
+        check_c_string(key, "property name")?;
+        let state = self.lock();
+        state
+            .core
+            .get_property(
+                &DeviceType::from(device),
+                &PropertyKey::Other(key.to_string().into()),
+            )
+            .map_err(|e| OvError::runtime(format!("read {key} of device {device}"), e))
+    }
+
+    /// Read a model from a version directory (`model.xml`+`model.bin` or `model.onnx`) or a
+    /// direct path to one of those files.
+    pub fn read_model(&self, path: &Path) -> Result<Model> {
+        let files = ModelFiles::locate(path)?;
+        let graph = path_str(&files.graph)?;
+        let weights = match &files.weights {
+            Some(w) => path_str(w)?,
+            None => String::new(),
+        };
+        let inner = {
+            let mut state = self.lock();
+            state
+                .core
+                .read_model_from_file(&graph, &weights)
+                .map_err(|e| OvError::ModelFiles {
+                    path: files.graph.clone(),
+                    reason: format!("OpenVINO could not read it: {e}"),
+                })?
+        };
+        Model::new(inner, files)
+    }
+
+    /// Compile a model for a device (`CPU`, `GPU`, `GPU.0`, `NPU`, `AUTO`, ...), measuring the
+    /// process RSS around compilation, and build its pool of infer requests.
+    pub fn compile(
+        &self,
+        model: &Model,
+        device: &str,
+        hints: &CompileHints,
+    ) -> Result<CompiledModel> {
+        check_device_name(device)?;
+        if hints.pool_size == Some(0) {
+            return Err(OvError::InvalidInput(
+                "pool_size must be at least 1 (or unset to use the device's optimal number)".into(),
+            ));
+        }
+        let dev = DeviceType::from(device);
+        let mut state = self.lock();
+        if !state.defaults.contains_key(device) {
+            let read = |key: RwPropertyKey| state.core.get_property(&dev, &key.into()).ok();
+            let defaults = DeviceDefaults {
+                precision: read(RwPropertyKey::HintInferencePrecision),
+                num_requests: read(RwPropertyKey::HintNumRequests),
+            };
+            state.defaults.insert(device.to_string(), defaults);
+        }
+        let defaults = state.defaults.get(device).cloned().unwrap_or_default();
+        let core = &mut state.core;
+        let set = |core: &mut Core, key: RwPropertyKey, value: &str| {
+            core.set_property(&dev, &key, value).map_err(|e| {
+                OvError::Unsupported(format!(
+                    "device {device} rejected {}={value}: {e}",
+                    key.as_ref()
+                ))
+            })
+        };
+        set(
+            core,
+            RwPropertyKey::HintPerformanceMode,
+            hints.performance.as_str(),
+        )?;
+        match (hints.precision, &defaults.precision) {
+            (Some(p), _) => set(core, RwPropertyKey::HintInferencePrecision, p.as_str())?,
+            (None, Some(d)) => set(core, RwPropertyKey::HintInferencePrecision, d)?,
+            (None, None) => {}
+        }
+        match (hints.num_requests, &defaults.num_requests) {
+            (Some(n), _) => set(core, RwPropertyKey::HintNumRequests, &n.to_string())?,
+            (None, Some(d)) => set(core, RwPropertyKey::HintNumRequests, d)?,
+            (None, None) => {}
+        }
+        let before = process_rss_bytes().ok();
+        let compiled = core
+            .compile_model(&model.inner, DeviceType::from(device))
+            .map_err(|e| OvError::runtime(format!("compile the model for {device}"), e))?;
+        let after = process_rss_bytes().ok();
+        drop(state);
+        let delta = match (before, after) {
+            (Some(b), Some(a)) => a as i64 - b as i64,
+            _ => 0,
+        };
+        CompiledModel::new(compiled, device, hints.pool_size, delta)
+    }
+}
+
+fn load_library(path: &Path) -> Result<()> {
+    let _guard = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(loaded) = LOADED.get() {
+        if loaded == path {
+            return Ok(());
+        }
+        return Err(OvError::LibraryUnusable {
+            path: path.to_path_buf(),
+            reason: format!(
+                "this process already loaded OpenVINO from {}; restart to switch libraries",
+                loaded.display()
+            ),
+        });
+    }
+    let unusable = |reason: String| OvError::LibraryUnusable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // SAFETY: loading OpenVINO runs its initialisers, which are sound to run once per process.
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| unusable(format!("dlopen failed: {e}")))?;
+    let missing: Vec<&str> = REQUIRED_SYMBOLS
+        .iter()
+        .copied()
+        // SAFETY: only the presence of the symbol is checked; it is not called here.
+        .filter(|s| unsafe { lib.get::<unsafe extern "C" fn()>(s.as_bytes()) }.is_err())
+        .collect();
+    if !missing.is_empty() {
+        return Err(unusable(format!(
+            "it lacks C API functions {missing:?} (too old or not the C API library)"
+        )));
+    }
+    // The binding checks the version (>= 2025.1); guard against a panic on odd version strings.
+    let owned = path.to_path_buf();
+    let res = std::panic::catch_unwind(move || openvino_sys::library::load_from(owned))
+        .map_err(|_| unusable("its version string could not be parsed".into()))?;
+    res.map_err(unusable)?;
+    // Keep our handle too: the library must never be unloaded while the process runs.
+    std::mem::forget(lib);
+    let _ = LOADED.set(path.to_path_buf());
+    Ok(())
+}
+
+fn parse_list(s: &str) -> Vec<String> {
+    s.split([' ', ','])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    let s = p.to_str().ok_or_else(|| OvError::ModelFiles {
+        path: p.to_path_buf(),
+        reason: "path is not valid UTF-8; rename it".into(),
+    })?;
+    check_c_string(s, "path")?;
+    Ok(s.to_string())
+}
+
+pub(crate) fn check_c_string(s: &str, what: &str) -> Result<()> {
+    if s.contains('\0') {
+        return Err(OvError::InvalidInput(format!(
+            "{what} {s:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+fn check_device_name(device: &str) -> Result<()> {
+    let ok = !device.is_empty()
+        && device
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | ',' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OvError::InvalidInput(format!(
+            "invalid device name {device:?}; use an OpenVINO device such as CPU, GPU, GPU.0, NPU \
+             or AUTO"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_kind_and_lists() {
+        let d = |n: &str| OvDevice {
+            name: n.into(),
+            full_name: String::new(),
+            optimization_capabilities: vec![],
+        };
+        assert_eq!(d("GPU.1").kind(), DeviceKind::Gpu);
+        assert_eq!(d("NPU").kind(), DeviceKind::Npu);
+        assert_eq!(d("CPU").kind(), DeviceKind::Cpu);
+        assert_eq!(d("HETERO").kind(), DeviceKind::Other);
+        assert_eq!(parse_list("FP32 INT8  BIN"), vec!["FP32", "INT8", "BIN"]);
+    }
+
+    #[test]
+    fn device_names_are_checked() {
+        assert!(check_device_name("GPU.0").is_ok());
+        assert!(check_device_name("HETERO:GPU,CPU").is_ok());
+        let err = check_device_name("CPU\0").unwrap_err().to_string();
+        assert!(err.contains("invalid device name"), "{err}");
+        assert!(check_device_name("").is_err());
+    }
+}

@@ -1,0 +1,483 @@
+//! Integration tests against the real OpenVINO runtime from the repository's `.venv` and the
+//! tiny models built by `scripts/make-tiny-models.py`. A missing venv fails the tests with the
+//! command that creates it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use kiln_openvino::{
+    CompileHints, DeviceKind, Dtype, ErrorKind, LibrarySearch, OvError, PerformanceHint, Precision,
+    Runtime, Tensor, calibrate, calibrate_with_shapes, find_repo_venv,
+};
+
+const VENV_HELP: &str = "create it from the repository root with `python3 -m venv .venv && \
+     .venv/bin/pip install -r scripts/requirements.txt`";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crate sits two levels below the repository root")
+        .to_path_buf()
+}
+
+fn venv() -> PathBuf {
+    find_repo_venv(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|| {
+        panic!(
+            "no .venv found above {}: the OpenVINO tests need the project venv; {VENV_HELP}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
+}
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let search = LibrarySearch::new(None, vec![venv()]);
+        Runtime::load(&search)
+            .unwrap_or_else(|e| panic!("loading OpenVINO from the venv failed: {e}\n{VENV_HELP}"))
+    })
+}
+
+/// The tiny model repository, built once per test run (the script skips current output).
+fn tiny() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-models");
+        let python = venv().join("bin/python");
+        let status = std::process::Command::new(&python)
+            .arg(repo_root().join("scripts/make-tiny-models.py"))
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap_or_else(|e| panic!("running {}: {e}; {VENV_HELP}", python.display()));
+        assert!(status.success(), "make-tiny-models.py failed; {VENV_HELP}");
+        out
+    })
+}
+
+fn f32_hints() -> CompileHints {
+    CompileHints {
+        precision: Some(Precision::F32),
+        ..CompileHints::default()
+    }
+}
+
+#[test]
+fn discovery_error_lists_searched_paths() {
+    let bogus = PathBuf::from("/nonexistent/kiln/libopenvino_c.so");
+    let err = Runtime::load(&LibrarySearch::new(Some(bogus.clone()), vec![])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let msg = err.to_string();
+    assert!(msg.contains(&bogus.display().to_string()), "{msg}");
+    assert!(msg.contains(".venv/bin/pip install"), "{msg}");
+    assert!(msg.contains("[openvino] library"), "{msg}");
+
+    let empty = Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-prefix");
+    std::fs::create_dir_all(&empty).unwrap();
+    let msg = Runtime::load(&LibrarySearch::new(None, vec![empty.clone()]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&format!(
+            "{}/lib/python3*/site-packages/openvino/libs/libopenvino_c.so.*",
+            empty.display()
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_file_is_refused_clearly() {
+    // A file that exists but is not the C API library.
+    let fake = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libopenvino_c.so.9999");
+    std::fs::write(&fake, b"not a library").unwrap();
+    let err = Runtime::load(&LibrarySearch::new(Some(fake.clone()), vec![])).unwrap_err();
+    assert!(matches!(err, OvError::LibraryUnusable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&fake.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn runtime_comes_from_the_venv_wheel() {
+    let rt = runtime();
+    let lib = rt.library_path().to_string_lossy().into_owned();
+    assert!(
+        lib.contains("site-packages/openvino/libs/libopenvino_c.so."),
+        "{lib}"
+    );
+    assert!(rt.version().starts_with("20"), "{}", rt.version());
+}
+
+#[test]
+fn devices_list_cpu_with_full_name() {
+    let devices = runtime().devices().unwrap();
+    let cpu = devices
+        .iter()
+        .find(|d| d.name == "CPU")
+        .unwrap_or_else(|| panic!("no CPU in {devices:?}"));
+    assert_eq!(cpu.kind(), DeviceKind::Cpu);
+    assert!(!cpu.full_name.trim().is_empty(), "{cpu:?}");
+    assert!(
+        cpu.optimization_capabilities.iter().any(|c| c == "FP32"),
+        "{cpu:?}"
+    );
+    // The same value straight from the property API.
+    assert_eq!(
+        runtime()
+            .device_property("CPU", "FULL_DEVICE_NAME")
+            .unwrap(),
+        cpu.full_name
+    );
+}
+
+fn add_sub_inputs(batch: usize) -> (Vec<f32>, Vec<f32>, Vec<(String, Tensor)>) {
+    let a: Vec<f32> = (0..batch * 16).map(|i| i as f32 * 0.5).collect();
+    let b: Vec<f32> = (0..batch * 16).map(|i| 100.0 - i as f32).collect();
+    let shape = [batch as i64, 16];
+    let inputs = vec![
+        ("INPUT0".to_string(), Tensor::from_f32(&shape, &a).unwrap()),
+        ("INPUT1".to_string(), Tensor::from_f32(&shape, &b).unwrap()),
+    ];
+    (a, b, inputs)
+}
+
+fn check_add_sub(out: &[(String, Tensor)], a: &[f32], b: &[f32], batch: i64) {
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0, "OUTPUT0");
+    assert_eq!(out[1].0, "OUTPUT1");
+    for (_, t) in out {
+        assert_eq!(t.dtype, Dtype::F32);
+        assert_eq!(t.shape, vec![batch, 16]);
+    }
+    let sum = out[0].1.to_f32().unwrap();
+    let diff = out[1].1.to_f32().unwrap();
+    for i in 0..a.len() {
+        assert_eq!(sum[i], a[i] + b[i], "sum[{i}]");
+        assert_eq!(diff[i], a[i] - b[i], "diff[{i}]");
+    }
+}
+
+#[test]
+fn add_sub_onnx_and_ir_infer_correct_values() {
+    for version in ["1", "2"] {
+        let dir = tiny().join("add_sub").join(version);
+        let model = runtime().read_model(&dir).unwrap();
+        let ext = if version == "1" { "onnx" } else { "xml" };
+        assert_eq!(model.files().graph.extension().unwrap().to_str(), Some(ext));
+        assert_eq!(model.inputs().len(), 2);
+        assert_eq!(model.inputs()[0].name, "INPUT0");
+        assert_eq!(model.inputs()[0].dtype, Dtype::F32);
+        assert_eq!(model.inputs()[0].shape, vec![-1, 16]);
+        assert!(model.is_dynamic());
+        let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+        assert_eq!(compiled.precision(), "f32");
+        assert!(compiled.optimal_requests() >= 1);
+        assert_eq!(compiled.pool_size(), compiled.optimal_requests() as usize);
+        for batch in [1usize, 3] {
+            let (a, b, inputs) = add_sub_inputs(batch);
+            let out = compiled.infer(&inputs).unwrap();
+            check_add_sub(&out, &a, &b, batch as i64);
+        }
+    }
+}
+
+#[test]
+fn invalid_inputs_name_tensor_and_expectation() {
+    let model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    let (_, _, good) = add_sub_inputs(1);
+    let err_of = |inputs: Vec<(String, Tensor)>| {
+        let e = compiled.infer(&inputs).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        e.to_string()
+    };
+    // Missing input.
+    let msg = err_of(vec![good[0].clone()]);
+    assert!(msg.contains("missing input tensor INPUT1"), "{msg}");
+    // Unknown input.
+    let mut inputs = good.clone();
+    inputs.push(("BOGUS".into(), good[0].1.clone()));
+    let msg = err_of(inputs);
+    assert!(msg.contains("\"BOGUS\"") && msg.contains("INPUT0"), "{msg}");
+    // Wrong dtype.
+    let mut inputs = good.clone();
+    inputs[1].1 = Tensor::from_i32(&[1, 16], &[0; 16]).unwrap();
+    let msg = err_of(inputs);
+    assert!(
+        msg.contains("INPUT1") && msg.contains("expected FP32"),
+        "{msg}"
+    );
+    // Wrong fixed dimension.
+    let mut inputs = good.clone();
+    inputs[0].1 = Tensor::from_f32(&[1, 8], &[0.0; 8]).unwrap();
+    let msg = err_of(inputs);
+    assert!(msg.contains("INPUT0") && msg.contains("[-1, 16]"), "{msg}");
+    // Byte size not matching the shape.
+    let mut inputs = good.clone();
+    inputs[0].1.data.truncate(60);
+    let msg = err_of(inputs);
+    assert!(
+        msg.contains("INPUT0") && msg.contains("expected 64"),
+        "{msg}"
+    );
+    // Duplicate.
+    let mut inputs = good.clone();
+    inputs.push(good[0].clone());
+    let msg = err_of(inputs);
+    assert!(msg.contains("more than once"), "{msg}");
+    // The model still serves afterwards.
+    let (a, b, inputs) = add_sub_inputs(2);
+    check_add_sub(&compiled.infer(&inputs).unwrap(), &a, &b, 2);
+}
+
+#[test]
+fn reshape_to_static_shape() {
+    let mut model = runtime().read_model(&tiny().join("add_sub/2")).unwrap();
+    model
+        .reshape(&[("INPUT0", &[4, 16]), ("INPUT1", &[4, 16])])
+        .unwrap();
+    assert!(!model.is_dynamic());
+    assert_eq!(model.inputs()[0].shape, vec![4, 16]);
+    assert_eq!(model.outputs()[0].shape, vec![4, 16]);
+    assert!(model.outputs()[1].is_static());
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    assert_eq!(compiled.inputs()[1].shape, vec![4, 16]);
+    let (a, b, inputs) = add_sub_inputs(4);
+    check_add_sub(&compiled.infer(&inputs).unwrap(), &a, &b, 4);
+    // Batch 1 no longer fits the static shape: refused before the runtime.
+    let (_, _, small) = add_sub_inputs(1);
+    let err = compiled.infer(&small).unwrap_err().to_string();
+    assert!(err.contains("expected [4, 16]"), "{err}");
+    // Static models calibrate directly.
+    let cal = calibrate(&compiled, 50).unwrap();
+    assert_eq!(cal.iterations, 50);
+    assert!(cal.per_second > 0.0);
+
+    // Reshape errors name the problem.
+    let mut model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
+    let err = model
+        .reshape(&[("NOPE", &[1, 16])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"NOPE\"") && err.contains("INPUT0"), "{err}");
+    let err = model
+        .reshape(&[("INPUT0", &[1, 8])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fixed at 16"), "{err}");
+    let err = model
+        .reshape(&[("INPUT0", &[0, 16])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("positive"), "{err}");
+    let err = model.reshape(&[("INPUT0", &[16])]).unwrap_err().to_string();
+    assert!(err.contains("1 dimensions given"), "{err}");
+}
+
+#[test]
+fn dtype_mapping_from_real_models() {
+    let model = runtime().read_model(&tiny().join("dtypes/1")).unwrap();
+    let got: Vec<(String, &str)> = model
+        .inputs()
+        .iter()
+        .map(|p| (p.name.clone(), p.dtype.kserve_name()))
+        .collect();
+    let want = [
+        ("in_bool", "BOOL"),
+        ("in_uint8", "UINT8"),
+        ("in_int8", "INT8"),
+        ("in_int16", "INT16"),
+        ("in_int64", "INT64"),
+        ("in_fp64", "FP64"),
+        ("in_uint16", "UINT16"),
+        ("in_uint32", "UINT32"),
+        ("in_uint64", "UINT64"),
+    ];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(n, d)| (n.to_string(), *d))
+            .collect::<Vec<_>>()
+    );
+    for (i, o) in model.outputs().iter().enumerate() {
+        assert_eq!(o.dtype, model.inputs()[i].dtype, "{}", o.name);
+        assert_eq!(o.shape, vec![-1]);
+    }
+    // Run every dtype through: out = x + x (NOT for bool).
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    let inputs: Vec<(String, Tensor)> = model
+        .inputs()
+        .iter()
+        .map(|p| {
+            let n = 3usize;
+            let mut data = vec![0u8; n * p.dtype.size()];
+            for (k, chunk) in data.chunks_mut(p.dtype.size()).enumerate() {
+                match p.dtype {
+                    Dtype::Bool => chunk[0] = (k % 2) as u8,
+                    // The CPU plugin computes f64 in f32: use values f32 holds exactly.
+                    Dtype::F64 => chunk.copy_from_slice(&(k as f64 * 1.5 - 2.0).to_le_bytes()),
+                    _ => chunk[0] = k as u8 + 1,
+                }
+            }
+            (
+                p.name.clone(),
+                Tensor::new(p.dtype, vec![n as i64], data).unwrap(),
+            )
+        })
+        .collect();
+    let out = compiled.infer(&inputs).unwrap();
+    for ((name, t), (_, input)) in out.iter().zip(&inputs) {
+        assert_eq!(t.dtype, input.dtype, "{name}");
+        assert_eq!(t.shape, vec![3], "{name}");
+        match t.dtype {
+            Dtype::Bool => assert_eq!(t.data, vec![1, 0, 1], "{name}"),
+            Dtype::F64 => {
+                let v: Vec<f64> = t
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let x: Vec<f64> = input
+                    .data
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                assert_eq!(v, vec![-4.0, -1.0, 2.0], "{name}");
+                assert_eq!(x, vec![-2.0, -0.5, 1.0], "{name}");
+            }
+            _ => {
+                // Integers little-endian: low byte doubled, the rest stays zero.
+                let sz = t.dtype.size();
+                for k in 0..3 {
+                    assert_eq!(t.data[k * sz], 2 * (k as u8 + 1), "{name}[{k}]");
+                    assert!(t.data[k * sz + 1..(k + 1) * sz].iter().all(|&b| b == 0));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int32_and_fp16_models() {
+    let model = runtime()
+        .read_model(&tiny().join("identity_int32/1"))
+        .unwrap();
+    assert_eq!(model.inputs()[0].dtype, Dtype::I32);
+    assert_eq!(model.inputs()[0].shape, vec![-1, -1]);
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    let vals: Vec<i32> = vec![-7, 0, 2_000_000_000, 42, -1, 9];
+    let out = compiled
+        .infer(&[("INPUT0", Tensor::from_i32(&[2, 3], &vals).unwrap())])
+        .unwrap();
+    assert_eq!(out[0].0, "OUTPUT0");
+    assert_eq!(out[0].1.shape, vec![2, 3]);
+    assert_eq!(out[0].1.to_i32().unwrap(), vals);
+
+    let model = runtime().read_model(&tiny().join("scale_fp16/1")).unwrap();
+    assert_eq!(model.inputs()[0].dtype, Dtype::F16);
+    let compiled = runtime()
+        .compile(&model, "CPU", &CompileHints::default())
+        .unwrap();
+    // FP16 raw bits: 1.0 = 0x3C00, 2.0 = 0x4000, -0.5 = 0xB800 -> -1.0 = 0xBC00.
+    let input: Vec<u8> = [0x3C00u16, 0xB800]
+        .iter()
+        .cycle()
+        .take(8)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let out = compiled
+        .infer(&[(
+            "INPUT0",
+            Tensor::new(Dtype::F16, vec![1, 8], input).unwrap(),
+        )])
+        .unwrap();
+    assert_eq!(out[0].1.dtype, Dtype::F16);
+    let got: Vec<u16> = out[0]
+        .1
+        .data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(got, [0x4000, 0xBC00].repeat(4));
+}
+
+#[test]
+fn static_ir_model_with_weights() {
+    let model = runtime()
+        .read_model(&tiny().join("static_matmul/1"))
+        .unwrap();
+    assert!(!model.is_dynamic());
+    assert!(model.files().weights.is_some());
+    assert_eq!(model.files().weights_bytes, 48, "4x3 f32 weights");
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    let out = compiled
+        .infer(&[(
+            "INPUT0",
+            Tensor::from_f32(&[1, 4], &[1.0, 2.0, 3.0, 4.0]).unwrap(),
+        )])
+        .unwrap();
+    // W[i][j] = 3i + j -> x @ W = [60, 70, 80].
+    assert_eq!(out[0].1.to_f32().unwrap(), vec![60.0, 70.0, 80.0]);
+}
+
+#[test]
+fn concurrent_infer_through_the_pool() {
+    let model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
+    let hints = CompileHints {
+        performance: PerformanceHint::Throughput,
+        precision: Some(Precision::F32),
+        pool_size: Some(2),
+        ..CompileHints::default()
+    };
+    let compiled = Arc::new(runtime().compile(&model, "CPU", &hints).unwrap());
+    assert_eq!(compiled.pool_size(), 2);
+    assert_eq!(compiled.performance_hint(), "THROUGHPUT");
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let compiled = Arc::clone(&compiled);
+            std::thread::spawn(move || {
+                for i in 0..100usize {
+                    let batch = 1 + (t + i) % 4;
+                    let (a, b, inputs) = add_sub_inputs(batch);
+                    let out = compiled.infer(&inputs).unwrap();
+                    check_add_sub(&out, &a, &b, batch as i64);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker thread");
+    }
+    // Dynamic models need explicit calibration shapes.
+    let err = calibrate(&compiled, 10).unwrap_err().to_string();
+    assert!(err.contains("dynamic shape"), "{err}");
+    let cal = calibrate_with_shapes(
+        &compiled,
+        &[("INPUT0", &[1, 16]), ("INPUT1", &[1, 16])],
+        200,
+    )
+    .unwrap();
+    assert!(cal.per_second > 10.0, "{cal:?}");
+}
+
+#[test]
+fn model_file_errors_are_clear() {
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-model-here");
+    std::fs::create_dir_all(&missing).unwrap();
+    let err = runtime().read_model(&missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("model.onnx"), "{err}");
+
+    let broken = Path::new(env!("CARGO_TARGET_TMPDIR")).join("broken-model");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("model.onnx"), b"this is not protobuf").unwrap();
+    let err = runtime().read_model(&broken).unwrap_err();
+    assert!(err.to_string().contains("could not read"), "{err}");
+
+    let model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
+    let err = runtime().compile(&model, "NOSUCHDEVICE", &CompileHints::default());
+    assert!(err.is_err());
+}
