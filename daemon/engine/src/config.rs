@@ -1,0 +1,541 @@
+//! Configuration: `/etc/kiln/kiln.toml` plus drop-ins in `kiln.toml.d/*.toml`
+//! (lexical order, later wins), then command-line overrides. Every key has a
+//! default, so a file holds only what it changes. Each file is checked on its
+//! own first, so an error names the file, the key, the bad value and what is
+//! expected. Reads files only; applies nothing.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the packaged daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/kiln/kiln.toml";
+
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub dbus: DbusConfig,
+    pub metrics: MetricsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// gRPC Unix socket.
+    pub socket: PathBuf,
+    /// Group that owns the socket (mode 0660); skipped with a warning if absent.
+    pub socket_group: String,
+    /// SQLite state and the instance lock.
+    pub state_dir: PathBuf,
+    /// error | warn | info | debug | trace, or a tracing filter such as `info,kilnd=debug`.
+    pub log_level: String,
+    /// How long SIGTERM waits for in-flight calls before closing them.
+    pub drain_timeout_ms: u64,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: PathBuf::from("/run/kiln/kiln.sock"),
+            socket_group: "kiln".into(),
+            state_dir: PathBuf::from("/var/lib/kiln"),
+            log_level: "info".into(),
+            drain_timeout_ms: 5000,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbusConfig {
+    /// `system`, `session`, `none`, or a D-Bus address such as `unix:path=/run/x`.
+    pub bus: String,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        DbusConfig {
+            bus: "system".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Empty: off. `unix:/path/to/metrics.sock` or a loopback `127.0.0.1:9464`.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `polkit` asks polkit per call (needs the system bus); `group` allows
+    /// root, the daemon's own user and members of `group`.
+    pub backend: String,
+    pub group: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            backend: "polkit".into(),
+            group: "kiln".into(),
+        }
+    }
+}
+
+/// Where metrics are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+/// Which bus the D-Bus service joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    System,
+    Session,
+    None,
+    Address(String),
+}
+
+impl BusChoice {
+    pub fn parse(s: &str) -> Result<BusChoice, String> {
+        match s {
+            "system" => Ok(BusChoice::System),
+            "session" => Ok(BusChoice::Session),
+            "none" => Ok(BusChoice::None),
+            a if a.contains(':') && a.contains('=') => Ok(BusChoice::Address(a.to_string())),
+            other => Err(format!(
+                "bad value {other:?}; expected system, session, none or a D-Bus address like unix:path=/run/dbus/system_bus_socket"
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Semantic checks that serde cannot express. Messages name the key, the
+    /// value and what is expected.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        let level = self.daemon.log_level.trim();
+        let first = level.split(',').next().unwrap_or("");
+        if level.is_empty() || (!LOG_LEVELS.contains(&first) && !first.contains('=')) {
+            errs.push(format!(
+                "key `daemon.log_level`: bad value {:?}; expected one of {} (optionally followed by ,target=level filters)",
+                self.daemon.log_level,
+                LOG_LEVELS.join(", ")
+            ));
+        }
+        if self.daemon.socket.as_os_str().is_empty() {
+            errs.push(
+                "key `daemon.socket`: empty; expected a path such as /run/kiln/kiln.sock".into(),
+            );
+        }
+        if self.daemon.state_dir.as_os_str().is_empty() {
+            errs.push(
+                "key `daemon.state_dir`: empty; expected a directory such as /var/lib/kiln".into(),
+            );
+        }
+        if self.daemon.max_message_bytes < 4096 {
+            errs.push(format!(
+                "key `daemon.max_message_bytes`: bad value {}; expected at least 4096 bytes",
+                self.daemon.max_message_bytes
+            ));
+        }
+        if self.daemon.drain_timeout_ms > 600_000 {
+            errs.push(format!(
+                "key `daemon.drain_timeout_ms`: bad value {}; expected at most 600000 (10 minutes)",
+                self.daemon.drain_timeout_ms
+            ));
+        }
+        if let Err(e) = BusChoice::parse(&self.dbus.bus) {
+            errs.push(format!("key `dbus.bus`: {e}"));
+        }
+        if let Err(e) = self.metrics_listen() {
+            errs.push(format!("key `metrics.listen`: {e}"));
+        }
+        if !["polkit", "group"].contains(&self.auth.backend.as_str()) {
+            errs.push(format!(
+                "key `auth.backend`: bad value {:?}; expected polkit or group",
+                self.auth.backend
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    pub fn bus(&self) -> BusChoice {
+        BusChoice::parse(&self.dbus.bus).unwrap_or(BusChoice::None)
+    }
+
+    pub fn metrics_listen(&self) -> Result<MetricsListen, String> {
+        let l = self.metrics.listen.trim();
+        if l.is_empty() {
+            return Ok(MetricsListen::Off);
+        }
+        if let Some(p) = l.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("bad value \"unix:\"; expected unix:/path/to/metrics.sock".into());
+            }
+            return Ok(MetricsListen::Unix(PathBuf::from(p)));
+        }
+        match l.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Ok(MetricsListen::Tcp(a)),
+            Ok(a) => Err(format!(
+                "bad value {l:?}: {} is not a loopback address; metrics are served on loopback only (use 127.0.0.1:{} or unix:/path)",
+                a.ip(),
+                a.port()
+            )),
+            Err(_) => Err(format!(
+                "bad value {l:?}; expected empty (off), unix:/path/to/metrics.sock or 127.0.0.1:PORT"
+            )),
+        }
+    }
+}
+
+/// Command-line overrides, applied on top of the files on every load.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub bus: Option<String>,
+    pub log_level: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, c: &mut Config) {
+        if let Some(s) = &self.socket {
+            c.daemon.socket = s.clone();
+        }
+        if let Some(s) = &self.state_dir {
+            c.daemon.state_dir = s.clone();
+        }
+        if let Some(b) = &self.bus {
+            c.dbus.bus = b.clone();
+        }
+        if let Some(l) = &self.log_level {
+            c.daemon.log_level = l.clone();
+        }
+    }
+}
+
+/// Where configuration comes from; kept so that a reload reads the same places.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSources {
+    pub main: PathBuf,
+    /// `--config` was given: the file must exist.
+    pub explicit: bool,
+    pub overrides: Overrides,
+}
+
+impl ConfigSources {
+    pub fn new(config: Option<PathBuf>, overrides: Overrides) -> Self {
+        match config {
+            Some(p) => ConfigSources {
+                main: p,
+                explicit: true,
+                overrides,
+            },
+            None => ConfigSources {
+                main: PathBuf::from(DEFAULT_CONFIG),
+                explicit: false,
+                overrides,
+            },
+        }
+    }
+
+    /// `<main>.d/`, e.g. `/etc/kiln/kiln.toml.d`.
+    pub fn dropin_dir(&self) -> PathBuf {
+        let mut s = self.main.as_os_str().to_owned();
+        s.push(".d");
+        PathBuf::from(s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The files that were read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match &self.file {
+            Some(p) => format!("{}: ", p.display()),
+            None => "command line: ".to_string(),
+        };
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{prefix}{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn file_err(file: &Path, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: Some(file.to_path_buf()),
+        problems: vec![problem.into()],
+    }
+}
+
+/// Parse one file, check it alone (so errors name it) and return its table.
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let partial: Config = toml::from_str(&text)
+        .map_err(|e: toml::de::Error| file_err(path, describe_toml_error(&text, &e)))?;
+    partial.validate().map_err(|problems| ConfigError {
+        file: Some(path.to_path_buf()),
+        problems,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(path, describe_toml_error(&text, &e)))?;
+    Ok(table)
+}
+
+/// One line: `line L: <message>`, with the offending text when there is a span.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line} (`{snippet}`): {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// Later tables win key by key; nested tables merge.
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Relative paths in the files resolve against the main file's directory.
+fn resolve_relative(c: &mut Config, base: &Path) {
+    for p in [&mut c.daemon.socket, &mut c.daemon.state_dir] {
+        if p.is_relative() && !p.as_os_str().is_empty() {
+            *p = base.join(&*p);
+        }
+    }
+    if let Some(rest) = c.metrics.listen.strip_prefix("unix:") {
+        let p = Path::new(rest);
+        if p.is_relative() && !rest.is_empty() {
+            c.metrics.listen = format!("unix:{}", base.join(p).display());
+        }
+    }
+}
+
+/// Load the main file (if present or required), the drop-ins, then overrides.
+pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
+    let mut merged = toml::Table::new();
+    let mut files = Vec::new();
+    if sources.main.exists() {
+        merge(&mut merged, read_file(&sources.main)?);
+        files.push(sources.main.clone());
+    } else if sources.explicit {
+        return Err(file_err(
+            &sources.main,
+            "no such file; pass an existing file to --config or omit it to use /etc/kiln/kiln.toml",
+        ));
+    }
+    let dir = sources.dropin_dir();
+    if dir.is_dir() {
+        let mut dropins: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| file_err(&dir, format!("cannot list drop-ins: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        dropins.sort();
+        for d in dropins {
+            merge(&mut merged, read_file(&d)?);
+            files.push(d);
+        }
+    }
+    let mut config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError {
+        file: sources.main.exists().then(|| sources.main.clone()),
+        problems: vec![e.message().to_string()],
+    })?;
+    let base = sources
+        .main
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+    resolve_relative(&mut config, &base);
+    sources.overrides.apply(&mut config);
+    config.validate().map_err(|problems| ConfigError {
+        file: None,
+        problems,
+    })?;
+    Ok(LoadedConfig { config, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let t = tempfile::tempdir().unwrap();
+        let main = write(t.path(), "kiln.toml", "");
+        let l = load(&ConfigSources::new(Some(main), Overrides::default())).unwrap();
+        assert_eq!(l.config, Config::default());
+    }
+
+    #[test]
+    fn dropins_apply_in_lexical_order_and_overrides_win() {
+        let t = tempfile::tempdir().unwrap();
+        let main = write(t.path(), "kiln.toml", "[daemon]\nlog_level = \"warn\"\n");
+        write(
+            t.path(),
+            "kiln.toml.d/20-b.toml",
+            "[daemon]\nlog_level = \"debug\"\n",
+        );
+        write(
+            t.path(),
+            "kiln.toml.d/10-a.toml",
+            "[daemon]\nlog_level = \"error\"\ndrain_timeout_ms = 7\n",
+        );
+        write(t.path(), "kiln.toml.d/ignored.txt", "garbage");
+        let l = load(&ConfigSources::new(
+            Some(main.clone()),
+            Overrides::default(),
+        ))
+        .unwrap();
+        assert_eq!(l.config.daemon.log_level, "debug");
+        assert_eq!(l.config.daemon.drain_timeout_ms, 7);
+        assert_eq!(l.files.len(), 3);
+        let o = Overrides {
+            log_level: Some("trace".into()),
+            ..Default::default()
+        };
+        let l = load(&ConfigSources::new(Some(main), o)).unwrap();
+        assert_eq!(l.config.daemon.log_level, "trace");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let t = tempfile::tempdir().unwrap();
+        let main = write(t.path(), "kiln.toml", "[daemon]\nsockett = \"/x\"\n");
+        let e = load(&ConfigSources::new(
+            Some(main.clone()),
+            Overrides::default(),
+        ))
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains(&main.display().to_string()), "{s}");
+        assert!(s.contains("sockett"), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_expectation() {
+        let t = tempfile::tempdir().unwrap();
+        let main = write(t.path(), "kiln.toml", "");
+        let d = write(
+            t.path(),
+            "kiln.toml.d/50.toml",
+            "[daemon]\nlog_level = \"loud\"\n",
+        );
+        let e = load(&ConfigSources::new(Some(main), Overrides::default())).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains(&d.display().to_string()), "{s}");
+        assert!(
+            s.contains("daemon.log_level") && s.contains("loud") && s.contains("expected"),
+            "{s}"
+        );
+        let main2 = write(
+            t.path(),
+            "b.toml",
+            "[daemon]\ndrain_timeout_ms = \"soon\"\n",
+        );
+        let s = load(&ConfigSources::new(Some(main2), Overrides::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("soon") || s.contains("invalid type"), "{s}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_main_file() {
+        let t = tempfile::tempdir().unwrap();
+        let main = write(
+            t.path(),
+            "conf/kiln.toml",
+            "[daemon]\nstate_dir = \"../state\"\n",
+        );
+        let l = load(&ConfigSources::new(Some(main), Overrides::default())).unwrap();
+        let canon = std::fs::canonicalize(t.path()).unwrap();
+        assert_eq!(
+            l.config.daemon.state_dir,
+            canon.join("conf").join("../state")
+        );
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error_default_missing_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let e = load(&ConfigSources::new(
+            Some(t.path().join("nope.toml")),
+            Overrides::default(),
+        ));
+        assert!(e.unwrap_err().to_string().contains("no such file"));
+    }
+
+    #[test]
+    fn metrics_listen_must_be_loopback_or_unix() {
+        let mut c = Config::default();
+        c.metrics.listen = "0.0.0.0:9000".into();
+        assert!(c.validate().unwrap_err()[0].contains("loopback"));
+        c.metrics.listen = "127.0.0.1:9000".into();
+        assert!(matches!(c.metrics_listen(), Ok(MetricsListen::Tcp(_))));
+        c.metrics.listen = "unix:/tmp/m.sock".into();
+        assert_eq!(
+            c.metrics_listen(),
+            Ok(MetricsListen::Unix("/tmp/m.sock".into()))
+        );
+    }
+}

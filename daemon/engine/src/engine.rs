@@ -1,0 +1,482 @@
+//! The engine: owns the effective configuration, daemon state, component
+//! health, the audit trail and authorisation. Every transport calls these
+//! methods; a state-changing method authorises, acts, then audits, in that
+//! order, here and nowhere else.
+
+use crate::auth::{Action, Authority, Caller, Transport};
+use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::error::EngineError;
+use crate::metrics::Metrics;
+use crate::state::{AuditRow, StateDb};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+use tokio::sync::watch;
+
+/// Config keys (dotted, or a `section.` prefix) that a reload applies live;
+/// every other changed key needs a restart.
+const LIVE_KEYS: &[&str] = &["daemon.log_level", "daemon.drain_timeout_ms"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaemonState {
+    Starting,
+    Running,
+    Reloading,
+    Stopping,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Starting => "starting",
+            DaemonState::Running => "running",
+            DaemonState::Reloading => "reloading",
+            DaemonState::Stopping => "stopping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentState {
+    Ok,
+    Degraded,
+    Disabled,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Ok => "ok",
+            ComponentState::Degraded => "degraded",
+            ComponentState::Disabled => "disabled",
+        }
+    }
+}
+
+/// One part of the daemon and, when it is not ok, what it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub state: ComponentState,
+    pub detail: String,
+}
+
+/// Settings the running process can change without a restart.
+pub trait LiveSettings: Send + Sync {
+    fn set_log_level(&self, filter: &str) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub state: DaemonState,
+    pub started_at: String,
+    pub uptime_s: u64,
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub bus: String,
+    pub log_level: String,
+    pub config_files: Vec<PathBuf>,
+    pub restart_required: Vec<String>,
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub applied: Vec<String>,
+    pub restart_required: Vec<String>,
+    pub config_files: Vec<PathBuf>,
+}
+
+/// What ServerMetadata reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMetadata {
+    pub name: String,
+    pub version: String,
+    pub extensions: Vec<String>,
+}
+
+struct Inner {
+    sources: ConfigSources,
+    current: RwLock<LoadedConfig>,
+    restart_required: RwLock<Vec<String>>,
+    state: watch::Sender<DaemonState>,
+    started_at: SystemTime,
+    started: Instant,
+    db: StateDb,
+    authority: Box<dyn Authority>,
+    live: Box<dyn LiveSettings>,
+    metrics: Metrics,
+    components: RwLock<BTreeMap<String, Component>>,
+}
+
+/// Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Engine {
+    pub fn new(
+        loaded: LoadedConfig,
+        sources: ConfigSources,
+        db: StateDb,
+        authority: Box<dyn Authority>,
+        live: Box<dyn LiveSettings>,
+    ) -> Engine {
+        let (state, _) = watch::channel(DaemonState::Starting);
+        Engine {
+            inner: Arc::new(Inner {
+                sources,
+                current: RwLock::new(loaded),
+                restart_required: RwLock::new(Vec::new()),
+                state,
+                started_at: SystemTime::now(),
+                started: Instant::now(),
+                db,
+                authority,
+                live,
+                metrics: Metrics::new(),
+                components: RwLock::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        read(&self.inner.current).config.clone()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn db(&self) -> &StateDb {
+        &self.inner.db
+    }
+
+    pub fn state(&self) -> DaemonState {
+        *self.inner.state.borrow()
+    }
+
+    pub fn set_state(&self, s: DaemonState) {
+        self.inner.state.send_replace(s);
+    }
+
+    /// Changes of `state`, for adapters that publish them (PropertiesChanged).
+    pub fn subscribe_state(&self) -> watch::Receiver<DaemonState> {
+        self.inner.state.subscribe()
+    }
+
+    pub fn started_at(&self) -> String {
+        rfc3339(self.inner.started_at)
+    }
+
+    pub fn set_component(&self, name: &str, state: ComponentState, detail: impl Into<String>) {
+        let c = Component {
+            name: name.into(),
+            state,
+            detail: detail.into(),
+        };
+        write(&self.inner.components).insert(name.into(), c);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state() != DaemonState::Stopping
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state(), DaemonState::Running | DaemonState::Reloading)
+    }
+
+    pub fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            name: "kiln".into(),
+            version: crate::VERSION.into(),
+            extensions: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let cur = read(&self.inner.current);
+        let c = &cur.config;
+        StatusReport {
+            version: crate::VERSION.into(),
+            state: self.state(),
+            started_at: self.started_at(),
+            uptime_s: self.inner.started.elapsed().as_secs(),
+            pid: std::process::id(),
+            socket: c.daemon.socket.clone(),
+            state_dir: c.daemon.state_dir.clone(),
+            bus: c.dbus.bus.clone(),
+            log_level: c.daemon.log_level.clone(),
+            config_files: cur.files.clone(),
+            restart_required: read(&self.inner.restart_required).clone(),
+            components: read(&self.inner.components).values().cloned().collect(),
+        }
+    }
+
+    async fn authorize(&self, caller: &Caller, action: Action) -> Result<(), EngineError> {
+        if caller.transport == Transport::Internal {
+            return Ok(());
+        }
+        self.inner.authority.authorize(caller, action).await
+    }
+
+    /// Write one audit row. A failing audit write is logged, never fatal.
+    pub fn audit<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        args: &str,
+        result: &Result<T, EngineError>,
+        detail: &str,
+    ) {
+        let (res, detail) = match result {
+            Ok(_) => ("ok".to_string(), detail.to_string()),
+            Err(e) => (e.kind.name().to_string(), e.message.clone()),
+        };
+        let row = AuditRow {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            transport: caller.transport.name().into(),
+            caller_uid: caller.uid,
+            caller_gid: caller.gid,
+            caller_pid: caller.pid,
+            caller_name: caller.bus_name.clone(),
+            action: action.into(),
+            args: args.into(),
+            result: res,
+            detail,
+        };
+        if let Err(e) = self.inner.db.insert_audit(&row) {
+            tracing::error!(error = %e, action, "audit write failed");
+        }
+    }
+
+    /// Re-read the configuration; apply live keys; list the rest as needing a restart.
+    pub async fn reload(&self, caller: &Caller) -> Result<ReloadReport, EngineError> {
+        let result = match self.authorize(caller, Action::ManageDaemon).await {
+            Ok(()) => self.reload_authorized(),
+            Err(e) => Err(e),
+        };
+        let detail = match &result {
+            Ok(r) => format!(
+                "applied={:?} restart_required={:?}",
+                r.applied, r.restart_required
+            ),
+            Err(_) => String::new(),
+        };
+        self.audit(caller, "Reload", "", &result, &detail);
+        match &result {
+            Ok(r) => {
+                tracing::info!(caller = %caller.describe(), applied = ?r.applied, restart_required = ?r.restart_required, "configuration reloaded")
+            }
+            Err(e) => tracing::warn!(caller = %caller.describe(), error = %e, "reload refused"),
+        }
+        result
+    }
+
+    fn reload_authorized(&self) -> Result<ReloadReport, EngineError> {
+        let prev_state = self.state();
+        self.set_state(DaemonState::Reloading);
+        let out = self.apply_reload();
+        self.set_state(prev_state);
+        out
+    }
+
+    fn apply_reload(&self) -> Result<ReloadReport, EngineError> {
+        let new = config::load(&self.inner.sources).map_err(|e| {
+            EngineError::invalid(format!(
+                "configuration not reloaded, the running one stays: {e}"
+            ))
+        })?;
+        let old = self.config();
+        let changed = changed_keys(&old, &new.config);
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        for key in changed {
+            if LIVE_KEYS
+                .iter()
+                .any(|l| key == *l || (l.ends_with('.') && key.starts_with(l)))
+            {
+                applied.push(key);
+            } else {
+                restart.push(key);
+            }
+        }
+        if new.config.daemon.log_level != old.daemon.log_level {
+            self.inner
+                .live
+                .set_log_level(&new.config.daemon.log_level)
+                .map_err(|e| EngineError::invalid(format!("daemon.log_level: {e}")))?;
+        }
+        // Keys that need a restart keep their running values.
+        let mut effective = new.config.clone();
+        keep_restart_keys(&mut effective, &old);
+        let files = new.files.clone();
+        *write(&self.inner.current) = LoadedConfig {
+            config: effective,
+            files: files.clone(),
+        };
+        *write(&self.inner.restart_required) = restart.clone();
+        Ok(ReloadReport {
+            applied,
+            restart_required: restart,
+            config_files: files,
+        })
+    }
+}
+
+/// Dotted keys whose values differ between two configurations.
+fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    let (Ok(va), Ok(vb)) = (toml::Value::try_from(a), toml::Value::try_from(b)) else {
+        return vec!["<configuration>".into()];
+    };
+    let mut fa = BTreeMap::new();
+    let mut fb = BTreeMap::new();
+    flatten("", &va, &mut fa);
+    flatten("", &vb, &mut fb);
+    let mut keys: Vec<String> = fa.keys().chain(fb.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| fa.get(k) != fb.get(k))
+        .collect()
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// Everything not live-reloadable keeps the value the process started with.
+fn keep_restart_keys(new: &mut Config, running: &Config) {
+    let live_log = new.daemon.log_level.clone();
+    let live_drain = new.daemon.drain_timeout_ms;
+    *new = running.clone();
+    new.daemon.log_level = live_log;
+    new.daemon.drain_timeout_ms = live_drain;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::GroupAuthority;
+    use crate::config::Overrides;
+    use std::sync::Mutex;
+
+    struct RecordLevel(Arc<Mutex<Vec<String>>>);
+    impl LiveSettings for RecordLevel {
+        fn set_log_level(&self, f: &str) -> Result<(), String> {
+            self.0.lock().unwrap().push(f.into());
+            Ok(())
+        }
+    }
+
+    fn engine(dir: &std::path::Path, text: &str) -> (Engine, PathBuf, Arc<Mutex<Vec<String>>>) {
+        let main = dir.join("kiln.toml");
+        std::fs::write(&main, text).unwrap();
+        let sources = ConfigSources::new(Some(main.clone()), Overrides::default());
+        let loaded = config::load(&sources).unwrap();
+        let db = StateDb::open(&dir.join("state")).unwrap();
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let e = Engine::new(
+            loaded,
+            sources,
+            db,
+            Box::new(GroupAuthority::new("root")),
+            Box::new(RecordLevel(levels.clone())),
+        );
+        (e, main, levels)
+    }
+
+    #[tokio::test]
+    async fn reload_applies_live_keys_and_lists_restart_keys() {
+        let t = tempfile::tempdir().unwrap();
+        let (e, main, levels) = engine(t.path(), "[daemon]\nlog_level = \"info\"\n");
+        e.set_state(DaemonState::Running);
+        std::fs::write(
+            &main,
+            "[daemon]\nlog_level = \"debug\"\nsocket = \"/tmp/other.sock\"\n",
+        )
+        .unwrap();
+        let r = e.reload(&Caller::internal()).await.unwrap();
+        assert_eq!(r.applied, vec!["daemon.log_level".to_string()]);
+        assert_eq!(r.restart_required, vec!["daemon.socket".to_string()]);
+        assert_eq!(levels.lock().unwrap().as_slice(), &["debug".to_string()]);
+        let s = e.status();
+        assert_eq!(s.log_level, "debug");
+        assert_ne!(
+            s.socket,
+            PathBuf::from("/tmp/other.sock"),
+            "socket keeps its running value"
+        );
+        assert_eq!(s.restart_required, vec!["daemon.socket".to_string()]);
+        assert_eq!(s.state, DaemonState::Running);
+        let audit = e.db().recent_audit(1).unwrap();
+        assert_eq!(audit[0].action, "Reload");
+        assert_eq!(audit[0].result, "ok");
+    }
+
+    #[tokio::test]
+    async fn bad_reload_keeps_running_config_and_is_audited() {
+        let t = tempfile::tempdir().unwrap();
+        let (e, main, _) = engine(t.path(), "");
+        std::fs::write(&main, "[daemon]\nlog_level = 3\n").unwrap();
+        let err = e.reload(&Caller::internal()).await.unwrap_err();
+        assert!(err.message.contains("running one stays"), "{}", err.message);
+        assert_eq!(e.status().log_level, "info");
+        assert_eq!(e.db().recent_audit(1).unwrap()[0].result, "InvalidArgument");
+    }
+
+    #[tokio::test]
+    async fn unauthorised_reload_is_denied_and_audited() {
+        let t = tempfile::tempdir().unwrap();
+        let (e, _, levels) = engine(t.path(), "");
+        let me = nix::unistd::geteuid().as_raw();
+        let stranger = Caller {
+            transport: Transport::Grpc,
+            uid: Some(if me == 65534 { 65533 } else { 65534 }),
+            gid: Some(65534),
+            pid: Some(7),
+            bus_name: None,
+        };
+        let err = e.reload(&stranger).await.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::PermissionDenied);
+        assert!(levels.lock().unwrap().is_empty());
+        let row = &e.db().recent_audit(1).unwrap()[0];
+        assert_eq!(
+            (row.result.as_str(), row.caller_pid),
+            ("PermissionDenied", Some(7))
+        );
+    }
+}
