@@ -1,0 +1,161 @@
+//! Typed storage errors. Every variant names the problem and the fix; errors from
+//! `zfs`/`zpool` carry the command line and its stderr. Touches nothing.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kiln-storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid storage config: {key}: {message}")]
+    Config { key: String, message: String },
+
+    #[error(
+        "`{binary}` is not installed or not executable ({detail}); install the ZFS userland \
+         (OpenZFS `zfsutils-linux`, or `zfs-fuse`) or set [storage] backend = \"dir\""
+    )]
+    ZfsNotInstalled { binary: String, detail: String },
+
+    #[error(
+        "ZFS is installed but not reachable: `{command}` said: {stderr}; start the ZFS service \
+         (zfs-fuse daemon or the zfs kernel module)"
+    )]
+    ZfsUnavailable { command: String, stderr: String },
+
+    #[error(
+        "ZFS pool `{pool}` does not exist (`{command}`: {stderr}); create or import it \
+         (`zpool import {pool}`) or set [storage] pool to an existing pool"
+    )]
+    PoolMissing {
+        pool: String,
+        command: String,
+        stderr: String,
+    },
+
+    #[error("dataset `{target}` does not exist (`{command}`: {stderr})")]
+    DatasetMissing {
+        target: String,
+        command: String,
+        stderr: String,
+    },
+
+    #[error(
+        "`{target}` is busy (`{command}`: {stderr}); stop the process using it \
+         (see `fuser -vm`) and retry"
+    )]
+    Busy {
+        target: String,
+        command: String,
+        stderr: String,
+    },
+
+    #[error(
+        "no space left on `{target}` ({detail}); raise the dataset quota in \
+         [storage.profiles], prune snapshots (`kilnctl storage prune`) or free pool space"
+    )]
+    QuotaFull { target: String, detail: String },
+
+    #[error(
+        "ZFS rejected {property}={value} on `{target}` (`{command}`: {stderr}); choose a value \
+         this ZFS accepts (see `zfs get` for the allowed values)"
+    )]
+    PropertyRejected {
+        property: String,
+        value: String,
+        target: String,
+        command: String,
+        stderr: String,
+    },
+
+    #[error("`{command}` failed (exit {status}): {stderr}")]
+    CommandFailed {
+        command: String,
+        status: i32,
+        stderr: String,
+    },
+
+    #[error("could not parse output of `{command}`: {detail}")]
+    Parse { command: String, detail: String },
+
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid {what} `{value}`: {expected}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
+    #[error(
+        "snapshot `{dataset}@{name}` does not exist; list them with `kilnctl storage snapshots`"
+    )]
+    SnapshotNotFound { dataset: String, name: String },
+
+    #[error("snapshot `{dataset}@{name}` already exists; pick another name")]
+    SnapshotExists { dataset: String, name: String },
+
+    #[error(
+        "rolling `{dataset}` back to `{name}` would destroy newer snapshots {newer:?}; \
+         pass destroy_newer (`--destroy-newer`) or roll back a single model instead"
+    )]
+    NewerSnapshots {
+        dataset: String,
+        name: String,
+        newer: Vec<String>,
+    },
+
+    #[error("snapshot `{dataset}@{name}` is protected ({reason}); release it first")]
+    SnapshotProtected {
+        dataset: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error("hold `{tag}` is not set on `{dataset}@{name}`")]
+    HoldNotFound {
+        dataset: String,
+        name: String,
+        tag: String,
+    },
+
+    #[error("model `{name}` has no version {version}; known versions: {known:?}")]
+    ModelVersionNotFound {
+        name: String,
+        version: u32,
+        known: Vec<u32>,
+    },
+
+    #[error("{what} is not supported by the {backend} backend: {fix}")]
+    Unsupported {
+        what: &'static str,
+        backend: &'static str,
+        fix: &'static str,
+    },
+}
+
+impl StorageError {
+    /// Wrap an I/O error with the operation and path. ENOSPC/EDQUOT become `QuotaFull`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StorageError::QuotaFull {
+                target: path.display().to_string(),
+                detail: format!("{op}: {source}"),
+            },
+            _ => StorageError::Io { op, path, source },
+        }
+    }
+
+    /// True when the error means "out of space / quota" (a job should be told).
+    pub fn is_quota_full(&self) -> bool {
+        matches!(self, StorageError::QuotaFull { .. })
+    }
+}
