@@ -39,6 +39,16 @@ fn render_tree(
         .filter(|s| !s.is_hide_set())
         .cloned()
         .collect();
+    // whatis/apropos (and lintian) need "name - summary" in NAME.
+    let cmd = if cmd.get_about().is_none() {
+        let summary = match cmd.get_bin_name() {
+            Some(full) if full.contains(' ') => format!("the {full} subcommand"),
+            _ => format!("the {} command", cmd.get_name()),
+        };
+        cmd.about(summary)
+    } else {
+        cmd
+    };
     let mut man = clap_mangen::Man::new(cmd).section(section).manual(manual);
     if let Some(s) = source {
         man = man.source(s.to_string());
@@ -94,15 +104,24 @@ mod tests {
             #[arg(long)]
             json: bool,
         },
-        /// Re-read the configuration.
         Reload,
+        /// Check the configuration.
+        CheckConfig,
     }
 
     #[test]
     fn man_pages_document_options_and_subcommands() {
         let pages = man_pages(Demo::command(), "1").unwrap();
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["democtl.1", "democtl-status.1", "democtl-reload.1"]);
+        assert_eq!(
+            names,
+            [
+                "democtl.1",
+                "democtl-status.1",
+                "democtl-reload.1",
+                "democtl-check-config.1"
+            ]
+        );
         let page = String::from_utf8(pages[0].1.clone()).unwrap();
         assert!(page.contains(".TH democtl 1"), "{page}");
         assert!(page.contains("kiln 9.8.7"));
@@ -111,12 +130,18 @@ mod tests {
         assert!(page.contains("/run/demo.sock"));
         assert!(page.contains("status"));
         assert!(page.contains("democtl\\-reload(1)"));
-        assert!(page.contains("Re\\-read the configuration"));
+        assert!(page.contains("Show the daemon"));
         assert!(!page.contains("democtl\\-help"));
         let status = String::from_utf8(pages[1].1.clone()).unwrap();
         assert!(status.contains(".TH democtl-status 1"), "{status}");
         assert!(status.contains("kiln 9.8.7"));
         assert!(status.contains("json"));
+        // A subcommand without a doc comment still gets a NAME summary.
+        let reload = String::from_utf8(pages[2].1.clone()).unwrap();
+        assert!(
+            reload.contains(".SH NAME\ndemoctl\\-reload \\- the democtl reload subcommand\n"),
+            "{reload}"
+        );
     }
 
     #[test]

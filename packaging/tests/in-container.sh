@@ -110,7 +110,11 @@ else
     not_ok "member of kiln calls Reload: $o"
 fi
 wait_for 10 systemctl is-active kilnd >/dev/null
-[[ $(main_pid) == "$pid_before" ]] && ok "Reload kept the same process" || not_ok "Reload kept the same process"
+if [[ $pid_before != 0 && $(main_pid) == "$pid_before" ]]; then
+    ok "Reload kept the same process"
+else
+    not_ok "Reload kept the same process (PID $pid_before -> $(main_pid))"
+fi
 
 # 5. systemctl reload applies a config change
 before=$(json_log_level)
@@ -122,7 +126,7 @@ pid_before=$(main_pid)
 check "systemctl reload kilnd" systemctl reload kilnd
 for _ in $(seq 50); do [[ $(json_log_level) == "$want" ]] && break; sleep 0.2; done
 after=$(json_log_level)
-if [[ -n $before && $after == "$want" && $(main_pid) == "$pid_before" ]]; then
+if [[ -n $before && $after == "$want" && $pid_before != 0 && $(main_pid) == "$pid_before" ]]; then
     ok "reload applied log_level $before -> $after without a restart"
 else
     not_ok "reload applied log_level (before '${before}', after '${after}', wanted '$want')"
@@ -130,7 +134,7 @@ fi
 
 # 6. restart
 check "systemctl restart kilnd" systemctl restart kilnd
-if wait_for 30 systemctl is-active kilnd && [[ $(main_pid) != "$pid_before" ]]; then
+if wait_for 30 systemctl is-active kilnd && [[ $(main_pid) != 0 && $(main_pid) != "$pid_before" ]]; then
     ok "kilnd active again with a new PID after restart"
 else
     not_ok "kilnd active again after restart"
