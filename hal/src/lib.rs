@@ -30,9 +30,9 @@ pub use budget::{Budget, BudgetMode, BudgetPolicy};
 pub use cpu::{Cpu, CpuKind, CpuSets, Cpus, HwlocKind, Isa, Source, pin_current_thread};
 pub use device::{Device, DeviceEvent, DeviceKind, Health, Identity, Utilisation, diff};
 pub use memory::{Cgroup, CgroupVersion, Memory, Psi, PsiLine};
-pub use monitor::{Monitor, MonitorHandle};
+pub use monitor::{DEBOUNCE, Monitor, MonitorHandle, MonitorOptions};
 pub use ncs2::Ncs2;
-pub use power::{Battery, Power, PowerSource, Thermal, ThermalZone};
+pub use power::{Battery, Power, PowerSource, Thermal, ThermalZone, TripPoint};
 pub use tree::Problem;
 
 /// Everything the HAL found, in one serialisable snapshot.

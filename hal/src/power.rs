@@ -42,7 +42,16 @@ pub struct ThermalZone {
     pub temp_millicelsius: Option<i64>,
     /// The `critical` trip point, when the zone has one.
     pub critical_millicelsius: Option<i64>,
+    /// All trip points in order (`passive` is where throttling starts).
+    pub trips: Vec<TripPoint>,
     pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TripPoint {
+    /// `critical`, `hot`, `passive` or `active`.
+    pub kind: String,
+    pub temp_millicelsius: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,29 +131,34 @@ pub(crate) fn probe_thermal(tree: &Tree) -> Thermal {
         let mut faults = Vec::new();
         let kind = node.text("type").map_err(|f| faults.push(f)).ok();
         let temp = node.i64("temp").map_err(|f| faults.push(f)).ok();
-        let mut critical = None;
-        for i in 0..16 {
-            match node.opt_text(&format!("trip_point_{i}_type")) {
-                Ok(Some(t)) if t == "critical" => {
-                    critical = node
-                        .i64(&format!("trip_point_{i}_temp"))
-                        .map_err(|f| faults.push(f))
-                        .ok();
-                    break;
-                }
-                Ok(Some(_)) => {}
+        let mut trips = Vec::new();
+        for i in 0..64 {
+            let kind = match node.opt_text(&format!("trip_point_{i}_type")) {
+                Ok(Some(t)) => t,
                 Ok(None) => break,
                 Err(f) => {
                     faults.push(f);
                     break;
                 }
+            };
+            match node.i64(&format!("trip_point_{i}_temp")) {
+                Ok(temp_millicelsius) => trips.push(TripPoint {
+                    kind,
+                    temp_millicelsius,
+                }),
+                Err(f) => faults.push(f),
             }
         }
+        let critical = trips
+            .iter()
+            .find(|t| t.kind == "critical")
+            .map(|t| t.temp_millicelsius);
         zones.push(ThermalZone {
             name,
             kind,
             temp_millicelsius: temp,
             critical_millicelsius: critical,
+            trips,
             health: Health::from_faults(faults),
         });
     }
