@@ -75,6 +75,10 @@ pub struct OvDevice {
     pub full_name: String,
     /// `OPTIMIZATION_CAPABILITIES`, e.g. `["FP32", "INT8", "BIN", "EXPORT_IMPORT"]`.
     pub optimization_capabilities: Vec<String>,
+    /// `DEVICE_ARCHITECTURE` (e.g. `intel64`; GPUs report vendor/arch ids), empty if unknown.
+    pub architecture: String,
+    /// `DEVICE_TYPE` (`integrated` / `discrete`), empty if the device does not say.
+    pub device_type: String,
 }
 
 /// Kind of a device, for matching OpenVINO devices with HAL devices.
@@ -245,10 +249,20 @@ impl Runtime {
                 .get_property(&dev, &PropertyKey::DeviceCapabilities)
                 .map(|s| parse_list(&s))
                 .unwrap_or_default();
+            let text = |key: &str| {
+                state
+                    .core
+                    .get_property(&dev, &PropertyKey::Other(key.to_string().into()))
+                    .unwrap_or_default()
+            };
+            let architecture = text("DEVICE_ARCHITECTURE");
+            let device_type = text("DEVICE_TYPE").to_ascii_lowercase();
             out.push(OvDevice {
                 name,
                 full_name,
                 optimization_capabilities,
+                architecture,
+                device_type,
             });
         }
         Ok(out)
@@ -447,6 +461,8 @@ mod tests {
             name: n.into(),
             full_name: String::new(),
             optimization_capabilities: vec![],
+            architecture: String::new(),
+            device_type: String::new(),
         };
         assert_eq!(d("GPU.1").kind(), DeviceKind::Gpu);
         assert_eq!(d("NPU").kind(), DeviceKind::Npu);

@@ -114,6 +114,7 @@ fn runtime_comes_from_the_venv_wheel() {
 #[test]
 fn devices_list_cpu_with_full_name() {
     let devices = runtime().devices().unwrap();
+    eprintln!("OpenVINO devices: {devices:?}");
     let cpu = devices
         .iter()
         .find(|d| d.name == "CPU")
@@ -124,6 +125,7 @@ fn devices_list_cpu_with_full_name() {
         cpu.optimization_capabilities.iter().any(|c| c == "FP32"),
         "{cpu:?}"
     );
+    assert!(!cpu.architecture.is_empty(), "{cpu:?}");
     // The same value straight from the property API.
     assert_eq!(
         runtime()
