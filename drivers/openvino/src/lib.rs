@@ -20,4 +20,4 @@ pub use error::{ErrorKind, OvError, Result, RuntimeError};
 pub use memory::process_rss_bytes;
 pub use model::{Model, ModelFiles, PortInfo};
 pub use runtime::{CompileHints, DeviceKind, OvDevice, PerformanceHint, Precision, Runtime};
-pub use tensor::{Dtype, Tensor, TensorView, byte_size};
+pub use tensor::{Dtype, Tensor, TensorView, Values, byte_size, contents_field};

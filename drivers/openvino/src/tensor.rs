@@ -281,6 +281,179 @@ impl TensorView<'_> {
     }
 }
 
+/// Typed values in the groups of KServe v2 `InferTensorContents`: `bool_contents`,
+/// `int_contents` (INT8/16/32), `int64_contents`, `uint_contents` (UINT8/16/32),
+/// `uint64_contents`, `fp32_contents`, `fp64_contents`. FP16 and BF16 travel only as raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// BOOL
+    Bool(Vec<bool>),
+    /// INT8, INT16, INT32
+    Int(Vec<i32>),
+    /// INT64
+    Int64(Vec<i64>),
+    /// UINT8, UINT16, UINT32
+    Uint(Vec<u32>),
+    /// UINT64
+    Uint64(Vec<u64>),
+    /// FP32
+    Fp32(Vec<f32>),
+    /// FP64
+    Fp64(Vec<f64>),
+}
+
+impl Values {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Bool(v) => v.len(),
+            Values::Int(v) => v.len(),
+            Values::Int64(v) => v.len(),
+            Values::Uint(v) => v.len(),
+            Values::Uint64(v) => v.len(),
+            Values::Fp32(v) => v.len(),
+            Values::Fp64(v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The KServe contents field these values travel in.
+    pub fn field_name(&self) -> &'static str {
+        match self {
+            Values::Bool(_) => "bool_contents",
+            Values::Int(_) => "int_contents",
+            Values::Int64(_) => "int64_contents",
+            Values::Uint(_) => "uint_contents",
+            Values::Uint64(_) => "uint64_contents",
+            Values::Fp32(_) => "fp32_contents",
+            Values::Fp64(_) => "fp64_contents",
+        }
+    }
+}
+
+fn narrow<T: TryFrom<S>, S: Copy + fmt::Display>(
+    v: &[S],
+    what: &str,
+    dtype: Dtype,
+) -> Result<Vec<T>> {
+    v.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            T::try_from(x).map_err(|_| {
+                OvError::InvalidInput(format!(
+                    "{what}: value {x} at index {i} does not fit {dtype}"
+                ))
+            })
+        })
+        .collect()
+}
+
+impl Tensor {
+    /// Build a tensor from typed KServe contents; `what` names the tensor in errors. Checks the
+    /// contents field matches the dtype, the value count matches the shape and every value
+    /// fits the dtype.
+    pub fn from_values(dtype: Dtype, shape: &[i64], values: &Values, what: &str) -> Result<Tensor> {
+        let count = byte_size(dtype, shape, what)? / dtype.size();
+        if values.len() != count {
+            return Err(OvError::InvalidInput(format!(
+                "{what}: {} values in {}, expected {count} for shape {shape:?}",
+                values.len(),
+                values.field_name()
+            )));
+        }
+        let data: Vec<u8> = match (dtype, values) {
+            (Dtype::Bool, Values::Bool(v)) => v.iter().map(|&b| u8::from(b)).collect(),
+            (Dtype::I8, Values::Int(v)) => narrow::<i8, _>(v, what, dtype)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            (Dtype::I16, Values::Int(v)) => narrow::<i16, _>(v, what, dtype)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            (Dtype::I32, Values::Int(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::I64, Values::Int64(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::U8, Values::Uint(v)) => narrow::<u8, _>(v, what, dtype)?,
+            (Dtype::U16, Values::Uint(v)) => narrow::<u16, _>(v, what, dtype)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            (Dtype::U32, Values::Uint(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::U64, Values::Uint64(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::F32, Values::Fp32(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::F64, Values::Fp64(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            (Dtype::F16 | Dtype::Bf16, _) => {
+                return Err(OvError::InvalidInput(format!(
+                    "{what}: {dtype} has no typed contents field; send it in raw_input_contents"
+                )));
+            }
+            (_, v) => {
+                return Err(OvError::InvalidInput(format!(
+                    "{what}: datatype {dtype} does not travel in {}; use {}",
+                    v.field_name(),
+                    contents_field(dtype)
+                )));
+            }
+        };
+        Ok(Tensor {
+            dtype,
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Typed contents of this tensor (FP16/BF16: error, they travel raw only).
+    pub fn to_values(&self) -> Result<Values> {
+        fn le<const N: usize, T>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            data.chunks_exact(N)
+                .map(|c| {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    f(a)
+                })
+                .collect()
+        }
+        let d = &self.data;
+        Ok(match self.dtype {
+            Dtype::Bool => Values::Bool(d.iter().map(|&b| b != 0).collect()),
+            Dtype::I8 => Values::Int(d.iter().map(|&b| i32::from(b as i8)).collect()),
+            Dtype::I16 => Values::Int(le(d, |a| i32::from(i16::from_le_bytes(a)))),
+            Dtype::I32 => Values::Int(le(d, i32::from_le_bytes)),
+            Dtype::I64 => Values::Int64(le(d, i64::from_le_bytes)),
+            Dtype::U8 => Values::Uint(d.iter().map(|&b| u32::from(b)).collect()),
+            Dtype::U16 => Values::Uint(le(d, |a| u32::from(u16::from_le_bytes(a)))),
+            Dtype::U32 => Values::Uint(le(d, u32::from_le_bytes)),
+            Dtype::U64 => Values::Uint64(le(d, u64::from_le_bytes)),
+            Dtype::F32 => Values::Fp32(le(d, f32::from_le_bytes)),
+            Dtype::F64 => Values::Fp64(le(d, f64::from_le_bytes)),
+            Dtype::F16 | Dtype::Bf16 => {
+                return Err(OvError::Unsupported(format!(
+                    "{} has no typed contents field; it is returned in raw_output_contents",
+                    self.dtype
+                )));
+            }
+        })
+    }
+}
+
+/// The KServe contents field for a dtype (`raw only` for FP16/BF16).
+pub fn contents_field(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::Bool => "bool_contents",
+        Dtype::I8 | Dtype::I16 | Dtype::I32 => "int_contents",
+        Dtype::I64 => "int64_contents",
+        Dtype::U8 | Dtype::U16 | Dtype::U32 => "uint_contents",
+        Dtype::U64 => "uint64_contents",
+        Dtype::F32 => "fp32_contents",
+        Dtype::F64 => "fp64_contents",
+        Dtype::F16 | Dtype::Bf16 => "raw contents only",
+    }
+}
+
 /// Bytes needed for `shape` of `dtype`, with overflow and negative-dimension checks.
 pub fn byte_size(dtype: Dtype, shape: &[i64], what: &str) -> Result<usize> {
     let mut n: usize = dtype.size();
@@ -324,6 +497,58 @@ mod tests {
         assert!(byte_size(Dtype::F64, &[i64::MAX, i64::MAX], "t").is_err());
         let err = Tensor::new(Dtype::F32, vec![2], vec![0; 7]).unwrap_err();
         assert!(err.to_string().contains("expected 8"), "{err}");
+    }
+
+    #[test]
+    fn typed_contents_round_trip() {
+        let cases = [
+            (Dtype::Bool, Values::Bool(vec![true, false])),
+            (Dtype::I8, Values::Int(vec![-128, 127])),
+            (Dtype::I16, Values::Int(vec![-30000, 5])),
+            (Dtype::I32, Values::Int(vec![i32::MIN, 7])),
+            (Dtype::I64, Values::Int64(vec![i64::MAX, -1])),
+            (Dtype::U8, Values::Uint(vec![0, 255])),
+            (Dtype::U16, Values::Uint(vec![65535, 1])),
+            (Dtype::U32, Values::Uint(vec![u32::MAX, 2])),
+            (Dtype::U64, Values::Uint64(vec![u64::MAX, 3])),
+            (Dtype::F32, Values::Fp32(vec![1.5, -0.25])),
+            (Dtype::F64, Values::Fp64(vec![1e300, -2.0])),
+        ];
+        for (dtype, values) in cases {
+            let t = Tensor::from_values(dtype, &[2], &values, "x").unwrap();
+            assert_eq!(t.data.len(), 2 * dtype.size(), "{dtype}");
+            assert_eq!(t.to_values().unwrap(), values, "{dtype}");
+        }
+        assert_eq!(
+            Tensor::from_values(Dtype::I16, &[2], &Values::Int(vec![1, -2]), "x")
+                .unwrap()
+                .data,
+            vec![1, 0, 0xFE, 0xFF]
+        );
+    }
+
+    #[test]
+    fn typed_contents_errors_name_the_problem() {
+        let err = |d, s: &[i64], v: &Values| {
+            Tensor::from_values(d, s, v, "input t")
+                .unwrap_err()
+                .to_string()
+        };
+        let m = err(Dtype::I8, &[2], &Values::Int(vec![1, 300]));
+        assert!(m.contains("300 at index 1 does not fit INT8"), "{m}");
+        let m = err(Dtype::U8, &[1], &Values::Uint(vec![256]));
+        assert!(m.contains("does not fit UINT8"), "{m}");
+        let m = err(Dtype::F32, &[3], &Values::Fp32(vec![1.0]));
+        assert!(m.contains("1 values in fp32_contents, expected 3"), "{m}");
+        let m = err(Dtype::F32, &[1], &Values::Int(vec![1]));
+        assert!(
+            m.contains("int_contents") && m.contains("fp32_contents"),
+            "{m}"
+        );
+        let m = err(Dtype::F16, &[1], &Values::Fp32(vec![1.0]));
+        assert!(m.contains("raw_input_contents"), "{m}");
+        let t = Tensor::new(Dtype::Bf16, vec![1], vec![0, 0]).unwrap();
+        assert!(t.to_values().is_err());
     }
 
     #[test]
