@@ -1,1 +1,13 @@
-//! kilnd (being written).
+//! kilnd, the Kiln daemon: process lifecycle (systemd notify, signals,
+//! socket), and the thin gRPC and D-Bus adapters over `kiln_engine::Engine`.
+//! Adapters translate wire types and errors; every decision is the engine's.
+
+pub mod cli;
+pub mod daemon;
+pub mod dbus;
+pub mod grpc;
+pub mod logging;
+pub mod metrics_http;
+pub mod notify;
+pub mod polkit;
+pub mod socket;

@@ -1,0 +1,39 @@
+//! Entry point: parse, run one subcommand, print, exit with its code.
+
+use clap::Parser;
+use kilnctl::cli::{Cli, Command};
+use kilnctl::commands;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kilnctl: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match &cli.command {
+            Command::Status { json } => commands::status(&cli.socket, *json).await,
+            Command::Reload { json } => commands::reload(&cli.socket, *json).await,
+        }
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            eprintln!("kilnctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! gRPC adapter: KServe v2 `inference.GRPCInferenceService` and
+//! `kiln.v1.Daemon` on the Unix socket. Translates wire types to engine calls
+//! and engine errors to status codes; peer credentials (SO_PEERCRED) come
+//! with each connection. Per-call metrics and a request id are added by one
+//! tower layer for every service.
+
+use kiln_api::inference::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use kiln_api::inference::*;
+use kiln_api::kiln::v1::daemon_server::{Daemon, DaemonServer};
+use kiln_api::kiln::v1::{self as pb};
+use kiln_engine::auth::Transport;
+use kiln_engine::{Caller, Engine, EngineError, ErrorKind};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Engine error → gRPC status; the message passes through unchanged.
+pub fn status_of(e: EngineError) -> Status {
+    let code = match e.kind {
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        ErrorKind::Internal => tonic::Code::Internal,
+    };
+    Status::new(code, e.message)
+}
+
+/// The caller of a request, from the connection's peer credentials.
+pub fn caller_of<T>(req: &Request<T>) -> Caller {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred);
+    Caller {
+        transport: Transport::Grpc,
+        uid: cred.map(|c| c.uid()),
+        gid: cred.map(|c| c.gid()),
+        pid: cred.and_then(|c| c.pid()),
+        bus_name: None,
+    }
+}
+
+pub struct InferenceApi {
+    engine: Engine,
+}
+
+const NOT_YET: &str = "model serving is not available in this build of kilnd; it arrives with the inference capability";
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceApi {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse {
+            live: self.engine.is_live(),
+        }))
+    }
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.engine.is_ready(),
+        }))
+    }
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        let m = self.engine.server_metadata();
+        Ok(Response::new(ServerMetadataResponse {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        }))
+    }
+    async fn model_ready(
+        &self,
+        _: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn model_metadata(
+        &self,
+        _: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn model_infer(
+        &self,
+        _: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn model_statistics(
+        &self,
+        _: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn repository_index(
+        &self,
+        _: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn repository_model_load(
+        &self,
+        _: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+    async fn repository_model_unload(
+        &self,
+        _: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        Err(Status::unimplemented(NOT_YET))
+    }
+}
+
+pub struct DaemonApi {
+    engine: Engine,
+}
+
+#[tonic::async_trait]
+impl Daemon for DaemonApi {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.engine.status();
+        Ok(Response::new(pb::StatusResponse {
+            version: s.version,
+            state: s.state.as_str().into(),
+            started_at: s.started_at,
+            uptime_s: s.uptime_s,
+            pid: s.pid,
+            socket: s.socket.display().to_string(),
+            bus: s.bus,
+            log_level: s.log_level,
+            config_files: s
+                .config_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            restart_required: s.restart_required,
+            components: s
+                .components
+                .into_iter()
+                .map(|c| pb::Component {
+                    name: c.name,
+                    state: c.state.as_str().into(),
+                    detail: c.detail,
+                })
+                .collect(),
+            state_dir: s.state_dir.display().to_string(),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let r = self
+            .engine
+            .reload(&caller_of(&req))
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ReloadResponse {
+            applied: r.applied,
+            restart_required: r.restart_required,
+            config_files: r
+                .config_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        }))
+    }
+}
+
+/// Records per-call metrics and wraps each call in a span carrying a request id.
+#[derive(Clone)]
+pub struct CallLayer {
+    engine: Engine,
+}
+
+#[derive(Clone)]
+pub struct CallService<S> {
+    inner: S,
+    engine: Engine,
+}
+
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = CallService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CallService {
+            inner,
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl<S, B, RB> tower::Service<http::Request<B>> for CallService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("rpc", request_id = id, method = %method);
+        let engine = self.engine.clone();
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(
+            async move {
+                let res = fut.await;
+                let code = match &res {
+                    // Errors travel as a trailers-only response with grpc-status in the headers.
+                    Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
+                    Err(_) => "transport-error".to_string(),
+                };
+                engine.metrics().observe_call("grpc", &method, &code, start.elapsed());
+                tracing::debug!(code = %code, elapsed_us = start.elapsed().as_micros() as u64, "call finished");
+                res
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Serve every gRPC service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Engine,
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let max = engine.config().daemon.max_message_bytes;
+    let inference = GrpcInferenceServiceServer::new(InferenceApi {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let daemon = DaemonServer::new(DaemonApi {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .layer(CallLayer { engine })
+        .add_service(inference)
+        .add_service(daemon)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

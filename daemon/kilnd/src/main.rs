@@ -1,0 +1,13 @@
+//! Entry point: parse the command line, then run the daemon or a one-shot command.
+
+use clap::Parser;
+use kilnd::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig) => kilnd::daemon::check_config(&cli),
+        Some(Command::Run) | None => kilnd::daemon::run(&cli),
+    }
+}
