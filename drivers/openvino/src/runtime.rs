@@ -1,7 +1,6 @@
 //! The loaded OpenVINO runtime: loads the C API library found by discovery, lists devices,
 //! reads and compiles models. Owns the process-wide OpenVINO core; dlopen()s one library.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -61,6 +60,9 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "ov_tensor_free",
     "ov_shape_free",
 ];
+
+/// Properties the OpenVINO core handles for any device (not listed by the plugins).
+const CORE_PROPERTIES: &[&str] = &["CACHE_DIR", "CACHE_MODE", "ENABLE_MMAP"];
 
 /// The library loaded into this process (OpenVINO can only be loaded once).
 static LOADED: OnceLock<PathBuf> = OnceLock::new();
@@ -162,18 +164,13 @@ pub struct CompileHints {
     pub num_requests: Option<u32>,
     /// Request-pool size; `None` uses `OPTIMAL_NUMBER_OF_INFER_REQUESTS`.
     pub pool_size: Option<usize>,
-}
-
-/// Device defaults captured before the first compile, restored when a hint is not given.
-#[derive(Debug, Clone, Default)]
-struct DeviceDefaults {
-    precision: Option<String>,
-    num_requests: Option<String>,
+    /// Further compile properties, e.g. `("NUM_STREAMS", "2")`, `("INFERENCE_NUM_THREADS",
+    /// "1")`, `("CACHE_DIR", "/var/cache/kiln/ov")`. Applied to this compile only.
+    pub properties: Vec<(String, String)>,
 }
 
 struct CoreState {
     core: Core,
-    defaults: HashMap<String, DeviceDefaults>,
 }
 
 /// The OpenVINO runtime: one per process, shareable across threads.
@@ -203,10 +200,7 @@ impl Runtime {
         })?;
         let version = openvino::version().build_number;
         Ok(Runtime {
-            state: Mutex::new(CoreState {
-                core,
-                defaults: HashMap::new(),
-            }),
+            state: Mutex::new(CoreState { core }),
             library: path,
             version,
         })
@@ -318,47 +312,61 @@ impl Runtime {
                 "pool_size must be at least 1 (or unset to use the device's optimal number)".into(),
             ));
         }
+        let mut props: Vec<(String, String)> = vec![(
+            "PERFORMANCE_HINT".to_string(),
+            hints.performance.as_str().to_string(),
+        )];
+        if let Some(p) = hints.precision {
+            props.push(("INFERENCE_PRECISION_HINT".into(), p.as_str().into()));
+        }
+        if let Some(n) = hints.num_requests {
+            props.push(("PERFORMANCE_HINT_NUM_REQUESTS".into(), n.to_string()));
+        }
+        for (k, v) in &hints.properties {
+            if k.is_empty() || props.iter().any(|(have, _)| have == k) {
+                return Err(OvError::InvalidInput(format!(
+                    "compile property {k:?} is empty or given twice (performance, precision and \
+                     num_requests hints already set PERFORMANCE_HINT, INFERENCE_PRECISION_HINT \
+                     and PERFORMANCE_HINT_NUM_REQUESTS)"
+                )));
+            }
+            check_c_string(k, "property name")?;
+            check_c_string(v, "property value")?;
+            props.push((k.clone(), v.clone()));
+        }
+        // A fresh core per compile: its properties apply to this compile only, and compiles of
+        // different models can run in parallel. The compiled model keeps its plugin alive.
+        let mut core = Core::new().map_err(|e| OvError::runtime("create an OpenVINO core", e))?;
         let dev = DeviceType::from(device);
-        let mut state = self.lock();
-        if !state.defaults.contains_key(device) {
-            let read = |key: RwPropertyKey| state.core.get_property(&dev, &key.into()).ok();
-            let defaults = DeviceDefaults {
-                precision: read(RwPropertyKey::HintInferencePrecision),
-                num_requests: read(RwPropertyKey::HintNumRequests),
-            };
-            state.defaults.insert(device.to_string(), defaults);
+        if !hints.properties.is_empty() {
+            // Unknown keys would only fail deep inside compile: name them here.
+            let supported = core
+                .get_property(&dev, &PropertyKey::SupportedProperties)
+                .map(|s| parse_list(&s))
+                .unwrap_or_default();
+            if let Some((k, _)) = hints.properties.iter().find(|(k, _)| {
+                !supported.is_empty()
+                    && !supported.contains(k)
+                    && !CORE_PROPERTIES.contains(&k.as_str())
+            }) {
+                return Err(OvError::Unsupported(format!(
+                    "device {device} does not support compile property {k}; it supports {}",
+                    supported.join(", ")
+                )));
+            }
         }
-        let defaults = state.defaults.get(device).cloned().unwrap_or_default();
-        let core = &mut state.core;
-        let set = |core: &mut Core, key: RwPropertyKey, value: &str| {
-            core.set_property(&dev, &key, value).map_err(|e| {
-                OvError::Unsupported(format!(
-                    "device {device} rejected {}={value}: {e}",
-                    key.as_ref()
-                ))
-            })
-        };
-        set(
-            core,
-            RwPropertyKey::HintPerformanceMode,
-            hints.performance.as_str(),
-        )?;
-        match (hints.precision, &defaults.precision) {
-            (Some(p), _) => set(core, RwPropertyKey::HintInferencePrecision, p.as_str())?,
-            (None, Some(d)) => set(core, RwPropertyKey::HintInferencePrecision, d)?,
-            (None, None) => {}
-        }
-        match (hints.num_requests, &defaults.num_requests) {
-            (Some(n), _) => set(core, RwPropertyKey::HintNumRequests, &n.to_string())?,
-            (None, Some(d)) => set(core, RwPropertyKey::HintNumRequests, d)?,
-            (None, None) => {}
+        for (k, v) in &props {
+            core.set_property(&dev, &RwPropertyKey::Other(k.clone().into()), v)
+                .map_err(|e| {
+                    OvError::Unsupported(format!("device {device} rejected {k}={v}: {e}"))
+                })?;
         }
         let before = process_rss_bytes().ok();
         let compiled = core
             .compile_model(&model.inner, DeviceType::from(device))
             .map_err(|e| OvError::runtime(format!("compile the model for {device}"), e))?;
         let after = process_rss_bytes().ok();
-        drop(state);
+        drop(core);
         let delta = match (before, after) {
             (Some(b), Some(a)) => a as i64 - b as i64,
             _ => 0,

@@ -446,3 +446,78 @@ fn model_file_errors_are_clear() {
     let err = runtime().compile(&model, "NOSUCHDEVICE", &CompileHints::default());
     assert!(err.is_err());
 }
+
+#[test]
+fn compile_properties_apply_to_one_compile_only() {
+    let model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
+    let throughput = |props: Vec<(String, String)>| CompileHints {
+        performance: PerformanceHint::Throughput,
+        properties: props,
+        ..CompileHints::default()
+    };
+    let start = std::time::Instant::now();
+    let one_stream = runtime()
+        .compile(
+            &model,
+            "CPU",
+            &throughput(vec![("NUM_STREAMS".into(), "1".into())]),
+        )
+        .unwrap();
+    eprintln!("compile with a fresh core: {:?}", start.elapsed());
+    assert_eq!(one_stream.property("NUM_STREAMS").unwrap(), "1");
+    assert_eq!(one_stream.optimal_requests(), 1);
+    // The next compile does not inherit NUM_STREAMS: the hint decides again.
+    let hinted = runtime()
+        .compile(&model, "CPU", &throughput(vec![]))
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let streams: usize = hinted.property("NUM_STREAMS").unwrap().parse().unwrap();
+    assert!(streams >= 1 && streams <= cores.max(1), "{streams} streams");
+    assert_eq!(hinted.optimal_requests() as usize, streams);
+
+    let err = runtime()
+        .compile(
+            &model,
+            "CPU",
+            &throughput(vec![("NO_SUCH_PROPERTY".into(), "1".into())]),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not support compile property NO_SUCH_PROPERTY"),
+        "{msg}"
+    );
+    assert!(msg.contains("INFERENCE_NUM_THREADS"), "{msg}");
+    // Core-level properties work per compile too: CACHE_DIR fills the cache.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ov-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let cached = runtime()
+        .compile(
+            &model,
+            "CPU",
+            &throughput(vec![("CACHE_DIR".into(), cache.display().to_string())]),
+        )
+        .unwrap();
+    let (a, b, inputs) = add_sub_inputs(2);
+    check_add_sub(&cached.infer(&inputs).unwrap(), &a, &b, 2);
+    let entries = std::fs::read_dir(&cache).map_or(0, |d| d.count());
+    assert!(entries > 0, "no cache files in {}", cache.display());
+    // A known property with a bad value: the device's own message, naming key and value.
+    let err = runtime()
+        .compile(
+            &model,
+            "CPU",
+            &throughput(vec![("NUM_STREAMS".into(), "lots".into())]),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("NUM_STREAMS=lots"), "{err}");
+    let err = runtime()
+        .compile(
+            &model,
+            "CPU",
+            &throughput(vec![("PERFORMANCE_HINT".into(), "LATENCY".into())]),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
