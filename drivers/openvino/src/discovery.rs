@@ -17,7 +17,20 @@ pub struct LibrarySearch {
     pub python_prefixes: Vec<PathBuf>,
 }
 
+/// Python prefixes worth searching on an installed system when nothing else is configured:
+/// a venv owned by the package, then the system interpreters' site/dist-packages.
+pub const DEFAULT_PYTHON_PREFIXES: &[&str] =
+    &["/var/lib/kiln/venv", "/opt/kiln/venv", "/usr/local", "/usr"];
+
 impl LibrarySearch {
+    /// The configured library (if any) plus [`DEFAULT_PYTHON_PREFIXES`].
+    pub fn with_default_prefixes(library: Option<PathBuf>) -> Self {
+        LibrarySearch {
+            library,
+            python_prefixes: DEFAULT_PYTHON_PREFIXES.iter().map(PathBuf::from).collect(),
+        }
+    }
+
     /// A search with an optional configured library and the given prefixes.
     pub fn new(library: Option<PathBuf>, python_prefixes: Vec<PathBuf>) -> Self {
         LibrarySearch {

@@ -15,7 +15,7 @@ mod runtime;
 mod tensor;
 
 pub use compiled::{Calibration, CompiledModel, calibrate, calibrate_with_shapes};
-pub use discovery::{LibrarySearch, find_repo_venv};
+pub use discovery::{DEFAULT_PYTHON_PREFIXES, LibrarySearch, find_repo_venv};
 pub use error::{ErrorKind, OvError, Result, RuntimeError};
 pub use memory::process_rss_bytes;
 pub use model::{Model, ModelFiles, PortInfo};

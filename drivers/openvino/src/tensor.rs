@@ -251,6 +251,75 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Stack tensors along dimension 0 (dynamic batching): same dtype and same trailing
+    /// dimensions required.
+    pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
+        let first = parts
+            .first()
+            .ok_or_else(|| OvError::InvalidInput("concat needs at least one tensor".into()))?;
+        if first.shape.is_empty() {
+            return Err(OvError::InvalidInput(
+                "cannot batch scalars: tensors need a batch dimension".into(),
+            ));
+        }
+        let mut batch = 0i64;
+        let mut data = Vec::with_capacity(parts.iter().map(|t| t.data.len()).sum());
+        for (i, t) in parts.iter().enumerate() {
+            if t.dtype != first.dtype
+                || t.shape.len() != first.shape.len()
+                || t.shape[1..] != first.shape[1..]
+            {
+                return Err(OvError::InvalidInput(format!(
+                    "cannot batch tensor {i} ({} {:?}) with tensor 0 ({} {:?}): dtype and all \
+                     dimensions after the first must match",
+                    t.dtype, t.shape, first.dtype, first.shape
+                )));
+            }
+            t.view().check(&format!("batch part {i}"))?;
+            batch += t.shape[0];
+            data.extend_from_slice(&t.data);
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = batch;
+        Ok(Tensor {
+            dtype: first.dtype,
+            shape,
+            data,
+        })
+    }
+
+    /// Split along dimension 0 into parts of the given sizes (they must add up to dim 0).
+    pub fn split(&self, sizes: &[i64]) -> Result<Vec<Tensor>> {
+        let dim0 = *self.shape.first().ok_or_else(|| {
+            OvError::InvalidInput("cannot split a scalar along dimension 0".into())
+        })?;
+        if sizes.iter().any(|&s| s < 0) || sizes.iter().sum::<i64>() != dim0 {
+            return Err(OvError::InvalidInput(format!(
+                "split sizes {sizes:?} must be non-negative and add up to dimension 0 ({dim0}) \
+                 of shape {:?}",
+                self.shape
+            )));
+        }
+        self.view().check("tensor to split")?;
+        let row = byte_size(self.dtype, &self.shape[1..], "tensor to split")?;
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut offset = 0usize;
+        for &s in sizes {
+            let len = row * s as usize;
+            let mut shape = self.shape.clone();
+            shape[0] = s;
+            out.push(Tensor {
+                dtype: self.dtype,
+                shape,
+                data: self.data[offset..offset + len].to_vec(),
+            });
+            offset += len;
+        }
+        Ok(out)
+    }
+}
+
 /// A borrowed tensor, so callers can infer straight from request buffers without copying.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
@@ -549,6 +618,23 @@ mod tests {
         assert!(m.contains("raw_input_contents"), "{m}");
         let t = Tensor::new(Dtype::Bf16, vec![1], vec![0, 0]).unwrap();
         assert!(t.to_values().is_err());
+    }
+
+    #[test]
+    fn concat_and_split_along_batch() {
+        let a = Tensor::from_f32(&[1, 2], &[1.0, 2.0]).unwrap();
+        let b = Tensor::from_f32(&[2, 2], &[3.0, 4.0, 5.0, 6.0]).unwrap();
+        let ab = Tensor::concat(&[&a, &b]).unwrap();
+        assert_eq!(ab.shape, vec![3, 2]);
+        assert_eq!(ab.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let parts = ab.split(&[1, 2]).unwrap();
+        assert_eq!(parts, vec![a.clone(), b.clone()]);
+        let c = Tensor::from_f32(&[1, 3], &[0.0; 3]).unwrap();
+        let err = Tensor::concat(&[&a, &c]).unwrap_err().to_string();
+        assert!(err.contains("[1, 3]") && err.contains("[1, 2]"), "{err}");
+        let err = ab.split(&[1, 1]).unwrap_err().to_string();
+        assert!(err.contains("add up to dimension 0 (3)"), "{err}");
+        assert!(Tensor::concat(&[]).is_err());
     }
 
     #[test]

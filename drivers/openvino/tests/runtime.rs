@@ -601,3 +601,25 @@ fn demo_minilm_embeddings_ignore_padding() {
     let cos: f32 = a.iter().zip(&c).map(|(x, y)| x * y).sum();
     assert!(cos < 0.99, "cosine {cos}");
 }
+
+#[test]
+fn batched_inference_matches_single_requests() {
+    let model = runtime().read_model(&tiny().join("add_sub/2")).unwrap();
+    let compiled = runtime().compile(&model, "CPU", &f32_hints()).unwrap();
+    let (_, _, r1) = add_sub_inputs(1);
+    let (_, _, r2) = add_sub_inputs(3);
+    let batched: Vec<(String, Tensor)> = (0..2)
+        .map(|i| {
+            let t = Tensor::concat(&[&r1[i].1, &r2[i].1]).unwrap();
+            (r1[i].0.clone(), t)
+        })
+        .collect();
+    let out = compiled.infer(&batched).unwrap();
+    let single1 = compiled.infer(&r1).unwrap();
+    let single2 = compiled.infer(&r2).unwrap();
+    for (k, (name, t)) in out.iter().enumerate() {
+        let parts = t.split(&[1, 3]).unwrap();
+        assert_eq!(parts[0], single1[k].1, "{name}");
+        assert_eq!(parts[1], single2[k].1, "{name}");
+    }
+}
