@@ -24,12 +24,16 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 cd "$repo"
+version=$(cargo pkgid -p kiln-packaging | sed 's/.*[#@]//')
+changelog_version=$(sed -n '1s/^kiln (\([^)]*\)).*/\1/p' "$here/debian/changelog")
+[[ $changelog_version == "$version-1" ]] ||
+    die "packaging/debian/changelog starts at ${changelog_version:-?} but the package is $version-1; add a changelog entry for $version-1"
+
 echo "# building release kilnd and kilnctl (target dir $CARGO_TARGET_DIR)" >&2
 cargo build --release -p kilnd -p kilnctl >&2
 
 docs=$CARGO_TARGET_DIR/release/kiln-docs
 rm -rf "$docs"
-version=$(cargo pkgid -p kiln-packaging | sed 's/.*[#@]//')
 echo "# generating man pages and completions into $docs" >&2
 cargo run --release -q -p kiln-packaging --bin kiln-gendocs -- \
     --config "$repo/configs/kiln.toml" --version "$version" "$docs" >&2
