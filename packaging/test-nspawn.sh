@@ -2,7 +2,7 @@
 # System test of the kiln .deb: static checks (lintian, systemd-analyze
 # security/verify), then a real systemd boot of a Debian bookworm rootfs under
 # systemd-nspawn that installs, drives and purges the package
-# (packaging/tests/in-container.sh). Prints "ok - "/"not ok - " per step and
+# (packaging/nspawn/in-container.sh). Prints "ok - "/"not ok - " per step and
 # ends with "N passed, M failed"; exits non-zero if anything failed.
 #
 # Usage: packaging/test-nspawn.sh [--prereqs-only] [--rootfs-only] [path/to/kiln_*.deb]
@@ -80,7 +80,7 @@ build_rootfs() {
     pkgs=$base_pkgs${extra:+,$extra}
     src=$(sources_file)
     recipe=$(printf '%s\n' "suite=$suite" "variant=minbase" "pkgs=$pkgs" \
-        "$(cat "$src")" "$(cat "$here/tests/kiln-test.service")")
+        "$(cat "$src")" "$(cat "$here/nspawn/kiln-test.service")")
     hash=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
     root=$cache/rootfs-$hash
     if [[ -f $root/.kiln-rootfs-ok ]]; then
@@ -94,7 +94,7 @@ build_rootfs() {
     echo "# building rootfs $root (mmdebstrap $suite, $pkgs)" >&2
     local t0=$SECONDS
     mmdebstrap --variant=minbase --mode=root --include="$pkgs" \
-        --customize-hook="copy-in $here/tests/kiln-test.service /etc/systemd/system" \
+        --customize-hook="copy-in $here/nspawn/kiln-test.service /etc/systemd/system" \
         --customize-hook='chroot "$1" systemctl enable kiln-test.service' \
         --customize-hook='echo kiln-test > "$1/etc/hostname"' \
         --customize-hook='rm -f "$1/etc/machine-id"; : > "$1/etc/machine-id"' \
@@ -171,7 +171,7 @@ root=$(build_rootfs "$(deb_depends "$deb")")
 results=$work/results
 mkdir -p "$results" "$work/deb"
 cp "$deb" "$work/deb/"
-cp "$here/tests/in-container.sh" "$work/in-container.sh"
+cp "$here/nspawn/in-container.sh" "$work/in-container.sh"
 chmod 0755 "$work/in-container.sh"
 echo "# booting $root under systemd-nspawn"
 t0=$SECONDS

@@ -7,6 +7,7 @@ pub mod cli_docs;
 pub mod config_man;
 pub mod gendocs;
 mod roff;
+pub mod unit;
 
 use std::fmt;
 use std::path::PathBuf;
