@@ -25,7 +25,16 @@ fn pci(dev: &Node, faults: &mut Vec<Fault>) -> Pci {
     let address = match std::fs::canonicalize(dev.dir()) {
         Ok(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
         Err(_) => {
-            faults.push(Fault::Gone(dev.dir().display().to_string()));
+            // The class entry still there but no device behind it: a broken tree or
+            // driver. Neither there: unplugged while we read.
+            let entry = dev.dir().parent().filter(|p| p.exists());
+            faults.push(match entry {
+                Some(_) => Fault::bad(
+                    dev.dir(),
+                    "the device link is missing or dangling; re-record the tree or check the driver",
+                ),
+                None => Fault::Gone(dev.dir().display().to_string()),
+            });
             return Pci::default();
         }
     };

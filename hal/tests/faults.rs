@@ -214,3 +214,60 @@ fn every_file_mutated_never_panics_and_matters() {
         assert_eq!(snapshot(&root).1, baseline, "{name}: restore failed");
     }
 }
+
+#[test]
+fn a_missing_device_link_is_degraded_not_gone() {
+    let (_d, root) = scratch("latitude-5450");
+    fs::remove_file(root.join(format!("{NPU_DIR}/accel/accel0/device"))).unwrap();
+    let n = &hal(&root).probe().npus[0];
+    let p = &n.health.problems()[0];
+    assert!(
+        p.path.ends_with("accel0/device") && p.reason.contains("device link"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn filtered_entries_are_not_devices() {
+    let (_d, root) = scratch("latitude-5450");
+    // Connectors, render nodes, USB interfaces, root hubs and cooling devices.
+    symlink(
+        &root,
+        "sys/class/drm/card0-eDP-1",
+        "../../devices/pci0000:00/0000:00:02.0/drm/card0/card0-eDP-1",
+    );
+    symlink(
+        &root,
+        "sys/class/drm/renderD128",
+        "../../devices/pci0000:00/0000:00:02.0/drm/renderD128",
+    );
+    symlink(
+        &root,
+        "sys/bus/usb/devices/3-1:1.0",
+        "../../../devices/pci0000:00/0000:00:14.0/usb3/3-1/3-1:1.0",
+    );
+    write(&root, &format!("{XHCI}/usb3/idVendor"), "1d6b\n");
+    symlink(
+        &root,
+        "sys/bus/usb/devices/usb3",
+        "../../../devices/pci0000:00/0000:00:14.0/usb3",
+    );
+    write(
+        &root,
+        "sys/class/thermal/cooling_device0/type",
+        "Processor\n",
+    );
+    // Another Movidius product is not a stick.
+    write(&root, &format!("{XHCI}/usb3/3-9/idVendor"), "03e7\n");
+    write(&root, &format!("{XHCI}/usb3/3-9/idProduct"), "2150\n");
+    symlink(
+        &root,
+        "sys/bus/usb/devices/3-9",
+        "../../../devices/pci0000:00/0000:00:14.0/usb3/3-9",
+    );
+    let inv = hal(&root).probe();
+    assert_eq!(inv.gpus.len(), 1);
+    assert_eq!(inv.ncs2.len(), 3);
+    assert_eq!(inv.thermal.zones.len(), 3);
+    assert_eq!(inv.devices().len(), 8);
+}

@@ -75,6 +75,9 @@ fn diff_of_two_trees() {
 
 type Seen = (usize, Vec<String>);
 
+/// uevent tests share the kernel multicast group, so they take turns.
+static UEVENTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn recv_until(rx: &mpsc::Receiver<Seen>, want: &str) -> Seen {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -155,6 +158,7 @@ fn send_uevent(msg: &[u8]) -> std::io::Result<()> {
 
 #[test]
 fn monitor_rescans_after_a_usb_uevent() {
+    let _turn = UEVENTS.lock().unwrap_or_else(|p| p.into_inner());
     let (_d, root) = scratch("latitude-5450");
     let (tx, rx) = mpsc::channel::<Seen>();
     let opts = MonitorOptions {
@@ -173,11 +177,62 @@ fn monitor_rescans_after_a_usb_uevent() {
     rx.recv_timeout(Duration::from_secs(10)).unwrap();
     plug_ncs2(&root, "3-7", "2485", "03e72485");
     let add = b"add@/devices/pci0000:00/0000:00:14.0/usb3/3-7\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:14.0/usb3/3-7\0SUBSYSTEM=usb\0DEVTYPE=usb_device\0SEQNUM=1\0";
+    let sent = std::time::Instant::now();
     if let Err(e) = send_uevent(add) {
         eprintln!("SKIPPED: cannot send a test uevent here: {e}");
         return;
     }
     let (n, ev) = recv_until(&rx, "+ncs2-usb-3-7");
+    let latency = sent.elapsed();
+    eprintln!("uevent to callback: {latency:?} (debounce 100 ms)");
     assert_eq!((n, ev.len()), (4, 1));
+    assert!(
+        latency >= Duration::from_millis(100),
+        "the debounce was skipped: {latency:?}"
+    );
+    handle.stop();
+}
+
+#[test]
+fn a_burst_of_uevents_gives_one_rescan() {
+    let _turn = UEVENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let (_d, root) = scratch("latitude-5450");
+    let (tx, rx) = mpsc::channel::<Seen>();
+    let opts = MonitorOptions {
+        sample_interval: Duration::from_secs(3600),
+        uevents: true,
+        debounce: Duration::from_millis(150),
+    };
+    let handle = Monitor::spawn_with(hal(&root), opts, move |inv, ev| {
+        let _ = tx.send((inv.ncs2.len(), ids(&ev)));
+    })
+    .unwrap();
+    if !handle.listening_to_uevents() {
+        eprintln!("SKIPPED: no NETLINK_KOBJECT_UEVENT socket in this environment");
+        return;
+    }
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // A stick booting: removed and re-added on the same port within a few ms.
+    for (i, action) in ["remove", "add", "change", "add", "bind"]
+        .iter()
+        .enumerate()
+    {
+        let msg = format!(
+            "{action}@/devices/pci0000:00/0000:00:14.0/usb3/3-1\0ACTION={action}\0SUBSYSTEM=usb\0SEQNUM={i}\0"
+        );
+        if let Err(e) = send_uevent(msg.as_bytes()) {
+            eprintln!("SKIPPED: cannot send a test uevent here: {e}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An unrelated subsystem does not wake it.
+    send_uevent(b"add@/devices/virtual/net/veth9\0ACTION=add\0SUBSYSTEM=net\0").unwrap();
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("one rescan after the burst");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(600)).is_err(),
+        "only one rescan per burst"
+    );
     handle.stop();
 }
