@@ -140,7 +140,8 @@ impl MonitorHandle {
         self.uevents
     }
 
-    /// Stops the thread and returns the HAL (with its sampling state).
+    /// Stops the thread and returns the HAL (with its sampling state); `None` if the
+    /// callback panicked and took the thread down.
     pub fn stop(mut self) -> Option<Hal> {
         self.stop_inner()
     }

@@ -177,7 +177,9 @@ impl Node {
         let t = self.text(file)?;
         let digits = t.strip_prefix("0x").unwrap_or(&t);
         match u16::from_str_radix(digits, 16) {
-            Ok(v) if !digits.is_empty() && digits.len() <= 4 => Ok(format!("{v:04x}")),
+            Ok(v) if digits.bytes().all(|b| b.is_ascii_hexdigit()) && digits.len() <= 4 => {
+                Ok(format!("{v:04x}"))
+            }
             _ => Err(Fault::bad(
                 &self.dir.join(file),
                 format!("expected a 16-bit hex id like 0x8086, found {:?}", clip(&t)),
@@ -311,6 +313,22 @@ mod tests {
         let mut v = vec!["card10", "card2", "card1"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, ["card1", "card2", "card10"]);
+    }
+
+    #[test]
+    fn hex_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::at(dir.path());
+        for (text, want) in [
+            ("0x8086\n", Some("8086")),
+            ("03e7", Some("03e7")),
+            ("0x+1", None),
+            ("12345", None),
+            ("0x", None),
+        ] {
+            std::fs::write(dir.path().join("id"), text).unwrap();
+            assert_eq!(node.hex_id("id").ok().as_deref(), want, "{text:?}");
+        }
     }
 
     #[test]
