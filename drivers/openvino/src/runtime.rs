@@ -262,6 +262,34 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Refuse device names OpenVINO does not know, listing the ones it has. Virtual devices
+    /// (AUTO, HETERO, MULTI, BATCH) are accepted as long as their prefix is known.
+    fn check_device_known(&self, device: &str) -> Result<()> {
+        const VIRTUAL: [&str; 4] = ["AUTO", "HETERO", "MULTI", "BATCH"];
+        let base = device.split([':', '.']).next().unwrap_or(device);
+        if VIRTUAL.contains(&base) {
+            return Ok(());
+        }
+        let available: Vec<String> = self
+            .lock()
+            .core
+            .available_devices()
+            .map_err(|e| OvError::runtime("list devices", e))?
+            .iter()
+            .map(|d| d.as_ref().to_string())
+            .collect();
+        // `GPU` and `GPU.0` both name the first GPU whichever form OpenVINO lists.
+        let known = available.iter().any(|a| a.split('.').next() == Some(base));
+        if known {
+            Ok(())
+        } else {
+            Err(OvError::InvalidInput(format!(
+                "OpenVINO has no device {device:?}; available here: {} (plus AUTO, HETERO, MULTI)",
+                available.join(", ")
+            )))
+        }
+    }
+
     /// Read any device property as a string (e.g. `DEVICE_ARCHITECTURE`).
     pub fn device_property(&self, device: &str, key: &str) -> Result<String> {
         check_device_name(device)?;
@@ -312,6 +340,7 @@ impl Runtime {
                 "pool_size must be at least 1 (or unset to use the device's optimal number)".into(),
             ));
         }
+        self.check_device_known(device)?;
         let mut props: Vec<(String, String)> = vec![(
             "PERFORMANCE_HINT".to_string(),
             hints.performance.as_str().to_string(),

@@ -443,8 +443,20 @@ fn model_file_errors_are_clear() {
     assert!(err.to_string().contains("could not read"), "{err}");
 
     let model = runtime().read_model(&tiny().join("add_sub/1")).unwrap();
-    let err = runtime().compile(&model, "NOSUCHDEVICE", &CompileHints::default());
-    assert!(err.is_err());
+    let err = runtime()
+        .compile(&model, "NOSUCHDEVICE", &CompileHints::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no device \"NOSUCHDEVICE\"") && err.contains("CPU"),
+        "{err}"
+    );
+    // AUTO picks an available device itself.
+    let auto = runtime()
+        .compile(&model, "AUTO", &CompileHints::default())
+        .unwrap();
+    let (a, b, inputs) = add_sub_inputs(1);
+    check_add_sub(&auto.infer(&inputs).unwrap(), &a, &b, 1);
 }
 
 #[test]
