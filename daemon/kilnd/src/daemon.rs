@@ -105,6 +105,10 @@ async fn serve(
 ) -> Result<(), String> {
     let cfg = loaded.config.clone();
     notify::notify("STATUS=starting");
+    // Handlers first: a signal that arrives right after READY must not kill us.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let bound = socket::bind(&cfg.daemon.socket, &cfg.daemon.socket_group)?;
     let db = match StateDb::open(&cfg.daemon.state_dir) {
         Ok(db) => db,
@@ -189,9 +193,6 @@ async fn serve(
         });
     }
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {

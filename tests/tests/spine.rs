@@ -1,0 +1,412 @@
+//! The spine, tested from outside: the real kilnd and kilnctl binaries, a
+//! real dbus-daemon with our policy, systemd's notify protocol and signals.
+
+use kiln_tests::{Kilnd, PrivateBus, Start, bin, kilnctl, repo_root};
+use nix::sys::signal::Signal;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn dev_config_is_ready_and_reports_running() {
+    let t = tempfile::tempdir().unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(repo_root().join("configs/dev.toml")),
+        state_dir: Some(t.path().join("state")),
+        socket: Some(t.path().join("kiln.sock")),
+        ..Default::default()
+    });
+    let s = k.status_json();
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["started_at"].as_str().unwrap().ends_with('Z'));
+    assert!(s["uptime_s"].is_u64());
+    let mode = std::fs::metadata(&k.socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.unwrap(), 0o660, "socket must be 0660");
+    let human = k.kilnctl(&["status"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("running") && text.contains("COMPONENT"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sigterm_drains_exits_zero_and_removes_the_socket() {
+    let mut k = Kilnd::start(Start::default());
+    assert!(k.socket.exists());
+    k.signal(Signal::SIGTERM);
+    assert!(
+        k.wait_notify("STOPPING=1", Duration::from_secs(5))
+            .is_some(),
+        "no STOPPING=1"
+    );
+    let status = k
+        .wait_exit(Duration::from_secs(5))
+        .expect("kilnd must exit within 5 s of SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        k.stderr()
+    );
+    assert!(!k.socket.exists(), "socket must be removed on exit");
+}
+
+#[test]
+fn sighup_reload_changes_a_live_value_and_lists_restart_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(
+        &conf,
+        "[daemon]\nlog_level = \"info\"\n[auth]\nbackend = \"group\"\n",
+    )
+    .unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf.clone()),
+        ..Default::default()
+    });
+    assert_eq!(k.status_json()["log_level"], "info");
+    std::fs::write(
+        &conf,
+        "[daemon]\nlog_level = \"debug\"\nmax_message_bytes = 1048576\n[auth]\nbackend = \"group\"\n",
+    )
+    .unwrap();
+    k.signal(Signal::SIGHUP);
+    assert!(
+        k.wait_notify("RELOADING=1", Duration::from_secs(5))
+            .is_some(),
+        "no RELOADING=1"
+    );
+    let ready = k
+        .wait_notify("READY=1", Duration::from_secs(5))
+        .expect("READY=1 after reload");
+    assert!(
+        ready.contains("restart needed for [\"daemon.max_message_bytes\"]"),
+        "{ready}"
+    );
+    let s = k.status_json();
+    assert_eq!(s["log_level"], "debug");
+    assert_eq!(
+        s["restart_required"],
+        serde_json::json!(["daemon.max_message_bytes"])
+    );
+    assert_eq!(s["state"], "running");
+    // A bad file on reload keeps the running configuration.
+    std::fs::write(&conf, "[daemon]\nlog_level = \"shouty\"\n").unwrap();
+    k.signal(Signal::SIGHUP);
+    let after = k
+        .wait_notify("READY=1", Duration::from_secs(5))
+        .expect("READY=1 after failed reload");
+    assert!(
+        after.contains("reload failed") && after.contains("shouty"),
+        "{after}"
+    );
+    assert_eq!(k.status_json()["log_level"], "debug");
+}
+
+#[test]
+fn reload_over_the_socket_is_audited_with_peer_credentials() {
+    let k = Kilnd::start(Start::default());
+    let out = k.kilnctl(&["reload", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = rusqlite::Connection::open(k.state_dir.join("state.db")).unwrap();
+    let (transport, uid, pid, action, result): (String, Option<u32>, Option<i32>, String, String) = db
+        .query_row(
+            "SELECT transport, caller_uid, caller_pid, action, result FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (transport.as_str(), action.as_str(), result.as_str()),
+        ("grpc", "Reload", "ok")
+    );
+    assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()));
+    assert!(pid.unwrap_or(0) > 0, "peer pid recorded");
+}
+
+#[test]
+fn bad_config_is_rejected_with_file_key_value_and_expectation() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(&conf, "[daemon]\nlog_level = \"info\"\n").unwrap();
+    std::fs::create_dir(t.path().join("kiln.toml.d")).unwrap();
+    let dropin = t.path().join("kiln.toml.d/10-bad.toml");
+    std::fs::write(&dropin, "[metrics]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
+    let out = Command::new(bin("kilnd"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&dropin.display().to_string()), "{err}");
+    assert!(
+        err.contains("metrics.listen") && err.contains("0.0.0.0:9100") && err.contains("loopback"),
+        "{err}"
+    );
+
+    std::fs::write(&dropin, "[daemon]\nsokcet = \"/x\"\n").unwrap();
+    let out = Command::new(bin("kilnd"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sokcet") && err.contains("expected one of"),
+        "{err}"
+    );
+
+    // The daemon itself refuses to start on the same file, exit 1, no panic.
+    let r = Kilnd::try_start(Start {
+        config: Some(conf.clone()),
+        ..Default::default()
+    });
+    let e = r.err().expect("kilnd must refuse a bad config");
+    assert!(
+        e.contains("exit status: 1") && e.contains("sokcet") && !e.contains("panicked"),
+        "{e}"
+    );
+
+    std::fs::remove_file(&dropin).unwrap();
+    let out = Command::new(bin("kilnd"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn second_instance_on_the_same_socket_is_refused() {
+    let first = Kilnd::start(Start::default());
+    let e = Kilnd::try_start(Start {
+        socket: Some(first.socket.clone()),
+        ..Default::default()
+    })
+    .err()
+    .expect("second kilnd must refuse");
+    assert!(
+        e.contains("already serving") && e.contains("exit status: 1"),
+        "{e}"
+    );
+    assert_eq!(
+        first.status_json()["state"],
+        "running",
+        "the first keeps serving"
+    );
+}
+
+#[test]
+fn stale_socket_is_replaced() {
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("kiln.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let k = Kilnd::start(Start {
+        socket: Some(sock),
+        ..Default::default()
+    });
+    assert_eq!(k.status_json()["state"], "running");
+}
+
+#[test]
+fn kilnctl_without_a_daemon_exits_2_with_a_hint() {
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("nobody.sock");
+    let out = kilnctl(&sock, &["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&sock.display().to_string()) && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    // A socket file nobody listens on behaves the same.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let out = kilnctl(&sock, &["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_listener_serves_per_rpc_counters() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    let msock = t.path().join("metrics.sock");
+    std::fs::write(
+        &conf,
+        format!(
+            "[metrics]\nlisten = \"unix:{}\"\n[auth]\nbackend = \"group\"\n",
+            msock.display()
+        ),
+    )
+    .unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        ..Default::default()
+    });
+    assert!(k.kilnctl(&["status"]).status.success());
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&msock).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains(
+            r#"kiln_rpc_calls_total{transport="grpc",method="/kiln.v1.Daemon/Status",code="0"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
+}
+
+#[zbus::proxy(
+    interface = "org.kiln.Kiln1.Manager",
+    default_service = "org.kiln.Kiln1",
+    default_path = "/org/kiln/Kiln1"
+)]
+trait Manager {
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn started_at(&self) -> zbus::Result<String>;
+    fn reload(&self) -> zbus::Result<(Vec<String>, Vec<String>)>;
+}
+
+#[test]
+fn dbus_properties_via_busctl_and_zbus_and_audited_reload() {
+    let bus = PrivateBus::start();
+    let k = Kilnd::start(Start {
+        bus: Some(bus.address.clone()),
+        ..Default::default()
+    });
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args([
+            "get-property",
+            "org.kiln.Kiln1",
+            "/org/kiln/Kiln1",
+            "org.kiln.Kiln1.Manager",
+            "Version",
+        ])
+        .output()
+        .expect("busctl (apt-get install systemd)");
+    assert!(
+        out.status.success(),
+        "busctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("s \"{}\"", env!("CARGO_PKG_VERSION"))
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let m = ManagerProxy::new(&conn).await.unwrap();
+        assert_eq!(m.state().await.unwrap(), "running");
+        assert_eq!(m.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+        assert!(m.started_at().await.unwrap().ends_with('Z'));
+        let (applied, restart) = m.reload().await.unwrap();
+        assert!(applied.is_empty() && restart.is_empty());
+    });
+    let db = rusqlite::Connection::open(k.state_dir.join("state.db")).unwrap();
+    let (transport, sender, uid): (String, Option<String>, Option<u32>) = db
+        .query_row(
+            "SELECT transport, caller_name, caller_uid FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(transport, "dbus");
+    assert!(
+        sender.unwrap_or_default().starts_with(':'),
+        "sender's unique name recorded"
+    );
+    assert_eq!(uid, Some(nix::unistd::geteuid().as_raw()));
+    assert_eq!(
+        k.status_json()["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "dbus")
+            .unwrap()["state"],
+        "ok"
+    );
+}
+
+#[test]
+fn state_change_is_published_as_properties_changed() {
+    use futures_util::StreamExt;
+    let bus = PrivateBus::start();
+    let k = Kilnd::start(Start {
+        bus: Some(bus.address.clone()),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path("/org/kiln/Kiln1")
+            .build()
+            .unwrap();
+        let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None)
+            .await
+            .unwrap();
+        k.signal(Signal::SIGHUP);
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("PropertiesChanged within 5 s of SIGHUP")
+            .expect("stream open")
+            .unwrap();
+        let (iface, changed, _): (
+            String,
+            std::collections::HashMap<String, zbus::OwnedVariant>,
+            Vec<String>,
+        ) = msg.body().deserialize().unwrap();
+        assert_eq!(iface, "org.kiln.Kiln1.Manager");
+        assert!(changed.contains_key("State"), "{changed:?}");
+    });
+}
