@@ -110,9 +110,18 @@ impl PortInfo {
     }
 
     pub(crate) fn from_node(node: &Node, index: usize, what: &str) -> Result<PortInfo> {
-        let name = node
-            .get_name()
-            .map_err(|e| OvError::runtime(format!("read the name of {what} {index}"), e))?;
+        // Outputs are read by index, so an unnamed output gets a stable positional name;
+        // inputs are filled by name and must have one.
+        let name = match node.get_name() {
+            Ok(n) if !n.is_empty() => n,
+            _ if what == "output" => format!("output_{index}"),
+            Ok(_) | Err(_) => {
+                return Err(OvError::Unsupported(format!(
+                    "{what} {index} has no tensor name; give every input a name when \
+                     exporting or converting the model"
+                )));
+            }
+        };
         let ty = node
             .get_element_type()
             .map_err(|e| OvError::runtime(format!("read the type of {what} {name}"), e))?;
