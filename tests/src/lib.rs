@@ -17,21 +17,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary of this workspace, built into the same target dir as the tests.
+/// A binary of this workspace, built into the same target dir and profile as
+/// the running executable (a test in `target/<profile>/deps/`, or a tool such
+/// as kiln-bench in `target/<profile>/`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test-binary>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built; run `cargo build --workspace --bins` before the tests",
-        p.display()
-    );
-    p
+    let here = exe.parent().expect("executable dir");
+    let candidates = [
+        here.join(name),
+        here.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => panic!(
+            "{name} is not built next to {}; run `cargo build --workspace --bins` (add --release for benchmarks) first",
+            exe.display()
+        ),
+    }
 }
 
 pub fn kilnctl(socket: &Path, args: &[&str]) -> Output {

@@ -1,1 +1,0 @@
-//! kiln-bench (being written).
