@@ -438,7 +438,8 @@ impl FlatIndex {
             .collect()
     }
 
-    /// int8 scan for `max(k*10, 100)` candidates per query, then exact f32 rerank.
+    /// int8 scan for `max(k*10, 100)` candidates per query (queries blocked so one pass
+    /// over the codes serves up to 16), then exact f32 rerank of those candidates.
     /// Falls back to exact search when the index has no int8 codes.
     pub fn search_int8(
         &self,
@@ -453,46 +454,66 @@ impl FlatIndex {
         let dim = self.dim;
         let isa = isa.min(pool.isa());
         let n = self.len();
+        let nq = queries.len() / dim;
         let cands = (k.saturating_mul(RERANK_FACTOR)).max(RERANK_MIN).min(n);
         let kk = k.min(n);
-        let shards = self.shards(pool);
-        let mut results = Vec::with_capacity(queries.len() / dim);
+        let stride = sq.stride;
+        let mut qcodes = Vec::with_capacity(nq * stride);
+        let mut qparams = Vec::with_capacity(nq);
         for q in queries.chunks_exact(dim) {
-            let (qc, scale, offset) = sq.quantise_query(q);
-            let parts = pool.map(shards.len(), |s| {
-                let (lo, hi) = shards[s];
-                let mut top = TopK::new(cands);
-                let mut ibuf = vec![0i32; TILE_SINGLE];
-                let mut fbuf = vec![0.0f32; TILE_SINGLE];
+            let (codes, scale, offset) = sq.quantise_query(q);
+            qcodes.extend_from_slice(&codes);
+            qparams.push((scale, offset));
+        }
+        let shards = self.shards(pool);
+        let parts = pool.map(shards.len(), |s| {
+            let (lo, hi) = shards[s];
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(cands)).collect();
+            let tile = if nq == 1 { TILE_SINGLE } else { TILE_MULTI };
+            let mut ibuf = vec![0i32; QUERY_BLOCK.min(nq) * tile];
+            let mut keys = vec![0.0f32; tile];
+            for q0 in (0..nq).step_by(QUERY_BLOCK) {
+                let qn = QUERY_BLOCK.min(nq - q0);
+                let qc = &qcodes[q0 * stride..(q0 + qn) * stride];
                 let mut r0 = lo;
                 while r0 < hi {
-                    let rn = TILE_SINGLE.min(hi - r0);
-                    let codes = &sq.codes[r0 * sq.stride..(r0 + rn) * sq.stride];
-                    kernels::scores_u8(isa, &qc, codes, sq.stride, &mut ibuf[..rn]);
-                    let keys = &mut fbuf[..rn];
-                    if self.metric == Metric::L2 {
-                        // key = 2 q·x̂ - |x̂|²  (|q|² is the same for every row)
-                        for (i, key) in keys.iter_mut().enumerate() {
-                            let dot = offset + scale * ibuf[i] as f32;
-                            *key = 2.0 * dot - sq.norms[r0 + i];
+                    let rn = tile.min(hi - r0);
+                    let codes = &sq.codes[r0 * stride..(r0 + rn) * stride];
+                    let out = &mut ibuf[..qn * rn];
+                    kernels::scores_u8(isa, qc, codes, stride, out);
+                    for (qi, ints) in out.chunks_exact(rn).enumerate() {
+                        let keys = &mut keys[..rn];
+                        if self.metric == Metric::L2 {
+                            // key = 2 q·x̂ - |x̂|²  (|q|² is the same for every row)
+                            let (scale, offset) = qparams[q0 + qi];
+                            for (i, key) in keys.iter_mut().enumerate() {
+                                *key = 2.0 * (offset + scale * ints[i] as f32) - sq.norms[r0 + i];
+                            }
+                        } else {
+                            // Same order as q·x̂ (positive scale, constant offset).
+                            for (key, &v) in keys.iter_mut().zip(ints.iter()) {
+                                *key = v as f32;
+                            }
                         }
-                    } else {
-                        for (key, &v) in keys.iter_mut().zip(&ibuf[..rn]) {
-                            *key = v as f32;
-                        }
+                        tops[q0 + qi].push_block(keys, r0 as u32);
                     }
-                    top.push_block(keys, r0 as u32);
                     r0 += rn;
                 }
-                top
-            })?;
-            let mut all = TopK::new(cands);
-            for p in parts {
-                all.merge(p);
             }
+            tops
+        })?;
+        let mut merged = parts.into_iter();
+        let mut all = merged.next().unwrap_or_default();
+        for p in merged {
+            for (a, b) in all.iter_mut().zip(p) {
+                a.merge(b);
+            }
+        }
+        let kind = self.metric.kind();
+        let mut results = Vec::with_capacity(nq);
+        for (q, cand) in queries.chunks_exact(dim).zip(all) {
             let mut exact = TopK::new(kk);
-            let kind = self.metric.kind();
-            for (_, row) in all.into_sorted() {
+            for (_, row) in cand.into_sorted() {
                 let s = kernels::pair(kind, q, self.row(row as usize));
                 exact.push(self.metric.flip(s), row);
             }

@@ -78,30 +78,46 @@ fn int8_scores_are_exact() {
     for isa in levels() {
         for &stride in &[64usize, 128, 448] {
             for &n in &[1usize, 3, 4, 5, 9, 40] {
-                let codes: Vec<u8> = (0..n * stride).map(|_| next() as u8).collect();
-                // Include the extremes the kernels must not saturate on.
-                let mut q: Vec<i8> = (0..stride).map(|_| (next() % 127) as i8 - 63).collect();
-                q[0] = 63;
-                q[1] = -63;
-                let mut out = vec![0i32; n];
-                kernels::scores_u8(isa, &q, &codes, stride, &mut out);
-                for r in 0..n {
-                    let want: i64 = codes[r * stride..(r + 1) * stride]
-                        .iter()
-                        .zip(&q)
-                        .map(|(&c, &v)| c as i64 * v as i64)
-                        .sum();
-                    assert_eq!(out[r] as i64, want, "{isa} stride={stride} n={n} r={r}");
+                for &nq in &[1usize, 2, 4, 5, 9] {
+                    let codes: Vec<u8> = (0..n * stride).map(|_| next() as u8).collect();
+                    // Include the extremes the kernels must not saturate on.
+                    let mut q: Vec<i8> = (0..nq * stride)
+                        .map(|_| (next() % 127) as i8 - 63)
+                        .collect();
+                    q[0] = 63;
+                    q[1] = -63;
+                    let mut out = vec![0i32; nq * n];
+                    kernels::scores_u8(isa, &q, &codes, stride, &mut out);
+                    for qi in 0..nq {
+                        for r in 0..n {
+                            let want: i64 = codes[r * stride..(r + 1) * stride]
+                                .iter()
+                                .zip(&q[qi * stride..(qi + 1) * stride])
+                                .map(|(&c, &v)| c as i64 * v as i64)
+                                .sum();
+                            assert_eq!(
+                                out[qi * n + r] as i64,
+                                want,
+                                "{isa} stride={stride} n={n} nq={nq} q={qi} r={r}"
+                            );
+                        }
+                    }
                 }
             }
         }
         // All-max codes against all-max query: the largest pair sums.
         let stride = 128;
         let codes = vec![255u8; stride * 2];
-        let q = vec![63i8; stride];
-        let mut out = vec![0i32; 2];
-        kernels::scores_u8(isa, &q, &codes, stride, &mut out);
-        assert_eq!(out, vec![255 * 63 * stride as i32; 2], "{isa} saturated");
+        for nq in [1, 4] {
+            let q = vec![63i8; stride * nq];
+            let mut out = vec![0i32; 2 * nq];
+            kernels::scores_u8(isa, &q, &codes, stride, &mut out);
+            assert_eq!(
+                out,
+                vec![255 * 63 * stride as i32; 2 * nq],
+                "{isa} saturated"
+            );
+        }
     }
 }
 
@@ -209,6 +225,7 @@ fn int8_search_reranks_to_exact_scores() {
         for metric in [Metric::InnerProduct, Metric::Cosine, Metric::L2] {
             // Candidate set covers everything: results must equal exact.
             check_search(isa, metric, Quantisation::Int8, 60, 17, 4, 10);
+            check_search(isa, metric, Quantisation::Int8, 90, 33, 19, 3);
             check_search(isa, metric, Quantisation::Int8, 5, 65, 2, 10);
         }
     }

@@ -216,7 +216,67 @@ fn hsum_i32(v: __m256i) -> i32 {
 /// # Safety
 /// The CPU must support AVX2; shapes as in `kernels::scores_u8` (stride a multiple of 32).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn scores_u8(query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+pub unsafe fn scores_u8(queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    let nq = queries.len() / stride;
+    let n = codes.len() / stride;
+    // SAFETY: shapes checked by the caller; each helper stays inside its slices.
+    unsafe {
+        let mut q = 0;
+        while q + 4 <= nq {
+            u8_group(
+                &queries[q * stride..(q + 4) * stride],
+                codes,
+                stride,
+                &mut out[q * n..(q + 4) * n],
+            );
+            q += 4;
+        }
+        while q < nq {
+            u8_one(
+                &queries[q * stride..(q + 1) * stride],
+                codes,
+                stride,
+                &mut out[q * n..(q + 1) * n],
+            );
+            q += 1;
+        }
+    }
+}
+
+/// Four queries share each loaded code row.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn u8_group(queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    const B: usize = 32;
+    let n = codes.len() / stride;
+    let qp = queries.as_ptr();
+    let cp = codes.as_ptr();
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: loads stay inside `queries` (4 * stride bytes) and `codes` (n * stride bytes).
+    unsafe {
+        for r in 0..n {
+            let mut acc = [_mm256_setzero_si256(); 4];
+            let mut i = 0;
+            while i < stride {
+                let x = _mm256_loadu_si256(cp.add(r * stride + i) as *const __m256i);
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let qv = _mm256_loadu_si256(qp.add(a * stride + i) as *const __m256i);
+                    let p = _mm256_maddubs_epi16(x, qv);
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
+                }
+                i += B;
+            }
+            for (a, acc) in acc.iter().enumerate() {
+                out[a * n + r] = hsum_i32(*acc);
+            }
+        }
+    }
+}
+
+/// One query, four rows per step.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn u8_one(query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
     const B: usize = 32;
     let n = out.len();
     let qp = query.as_ptr();

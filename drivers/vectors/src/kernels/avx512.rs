@@ -198,7 +198,67 @@ unsafe fn tile<const Q: usize, const R: usize, const L2: bool>(
 /// # Safety
 /// The CPU must support AVX-512 F and BW; shapes as in `kernels::scores_u8`.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn scores_u8(query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+pub unsafe fn scores_u8(queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    let nq = queries.len() / stride;
+    let n = codes.len() / stride;
+    // SAFETY: shapes checked by the caller; each helper stays inside its slices.
+    unsafe {
+        let mut q = 0;
+        while q + 4 <= nq {
+            u8_group(
+                &queries[q * stride..(q + 4) * stride],
+                codes,
+                stride,
+                &mut out[q * n..(q + 4) * n],
+            );
+            q += 4;
+        }
+        while q < nq {
+            u8_one(
+                &queries[q * stride..(q + 1) * stride],
+                codes,
+                stride,
+                &mut out[q * n..(q + 1) * n],
+            );
+            q += 1;
+        }
+    }
+}
+
+/// Four queries share each loaded code row.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn u8_group(queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    const B: usize = 64;
+    let n = codes.len() / stride;
+    let qp = queries.as_ptr();
+    let cp = codes.as_ptr();
+    let ones = _mm512_set1_epi16(1);
+    // SAFETY: loads stay inside `queries` (4 * stride bytes) and `codes` (n * stride bytes).
+    unsafe {
+        for r in 0..n {
+            let mut acc = [_mm512_setzero_si512(); 4];
+            let mut i = 0;
+            while i < stride {
+                let x = _mm512_loadu_si512(cp.add(r * stride + i) as *const __m512i);
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let qv = _mm512_loadu_si512(qp.add(a * stride + i) as *const __m512i);
+                    let p = _mm512_maddubs_epi16(x, qv);
+                    *acc = _mm512_add_epi32(*acc, _mm512_madd_epi16(p, ones));
+                }
+                i += B;
+            }
+            for (a, acc) in acc.iter().enumerate() {
+                out[a * n + r] = _mm512_reduce_add_epi32(*acc);
+            }
+        }
+    }
+}
+
+/// One query, four rows per step.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn u8_one(query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
     const B: usize = 64;
     let n = out.len();
     let qp = query.as_ptr();
@@ -218,6 +278,7 @@ pub unsafe fn scores_u8(query: &[i8], codes: &[u8], stride: usize, out: &mut [i3
                 let qv = _mm512_loadu_si512(qp.add(i) as *const __m512i);
                 for (j, a) in acc.iter_mut().enumerate() {
                     let x = _mm512_loadu_si512(cp.add((r + j) * stride + i) as *const __m512i);
+                    // u8 x i8 pairs -> i16 (cannot saturate: |q| <= 63), then pairs -> i32.
                     let p = _mm512_maddubs_epi16(x, qv);
                     *a = _mm512_add_epi32(*a, _mm512_madd_epi16(p, ones));
                 }

@@ -120,27 +120,32 @@ pub fn scores(isa: Isa, kind: Kind, queries: &[f32], rows: &[f32], dim: usize, o
     }
 }
 
-/// Integer scores of one quantised query against quantised rows: `out[r] = Σ q[i]·c[r][i]`.
+/// Integer scores of quantised queries against quantised rows:
+/// `out[q * n + r] = Σ query[q][i]·codes[r][i]`.
 ///
-/// `codes` holds rows of `stride` unsigned codes; `query` has `stride` signed codes whose
-/// magnitude is at most [`QUERY_CODE_MAX`] (so the AVX2/AVX-512 16-bit pair sums cannot
-/// saturate and all variants agree exactly). `stride` must be a multiple of [`CODE_ALIGN`].
-pub fn scores_u8(isa: Isa, query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
-    assert!(stride > 0 && stride.is_multiple_of(CODE_ALIGN) && query.len() == stride);
-    assert!(codes.len().is_multiple_of(stride) && out.len() == codes.len() / stride);
+/// `codes` holds `n` rows of `stride` unsigned codes; `queries` holds rows of `stride`
+/// signed codes whose magnitude is at most [`QUERY_CODE_MAX`] (so the AVX2/AVX-512 16-bit
+/// pair sums cannot saturate and all variants agree exactly). Groups of four queries share
+/// each row load. `stride` must be a multiple of [`CODE_ALIGN`].
+pub fn scores_u8(isa: Isa, queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    assert!(
+        stride > 0 && stride.is_multiple_of(CODE_ALIGN) && queries.len().is_multiple_of(stride)
+    );
+    assert!(codes.len().is_multiple_of(stride));
+    assert_eq!(out.len(), queries.len() / stride * (codes.len() / stride));
     debug_assert!(
-        query
+        queries
             .iter()
             .all(|&v| (v as i32).abs() <= QUERY_CODE_MAX as i32)
     );
     match isa.usable() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `usable` confirmed AVX-512 F+BW on this thread.
-        Isa::Avx512 => unsafe { avx512::scores_u8(query, codes, stride, out) },
+        Isa::Avx512 => unsafe { avx512::scores_u8(queries, codes, stride, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `usable` confirmed AVX2 and FMA on this thread.
-        Isa::Avx2 => unsafe { avx2::scores_u8(query, codes, stride, out) },
-        _ => scalar::scores_u8(query, codes, stride, out),
+        Isa::Avx2 => unsafe { avx2::scores_u8(queries, codes, stride, out) },
+        _ => scalar::scores_u8(queries, codes, stride, out),
     }
 }
 

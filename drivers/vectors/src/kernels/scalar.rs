@@ -40,13 +40,16 @@ pub fn scores(kind: Kind, queries: &[f32], rows: &[f32], dim: usize, out: &mut [
     }
 }
 
-pub fn scores_u8(query: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
-    for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
-        *o = row
-            .iter()
-            .zip(query)
-            .map(|(&c, &q)| c as i32 * q as i32)
-            .sum();
+pub fn scores_u8(queries: &[i8], codes: &[u8], stride: usize, out: &mut [i32]) {
+    let n = codes.len() / stride;
+    for (query, out) in queries.chunks_exact(stride).zip(out.chunks_exact_mut(n)) {
+        for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
+            *o = row
+                .iter()
+                .zip(query)
+                .map(|(&c, &q)| c as i32 * q as i32)
+                .sum();
+        }
     }
 }
 
