@@ -427,3 +427,40 @@ fn searches_with_several_threads_match_one_thread() {
         assert_eq!(xi, yi);
     }
 }
+
+#[test]
+fn store_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<VectorStore>();
+    let dir = TempDir::new("threads");
+    let s = std::sync::Arc::new(filled(dir.path(), Metric::L2, Quantisation::Int8));
+    let q = gaussian(2, DIM, 5);
+    let want = s.search("docs", &q, 4).unwrap();
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = s.clone();
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..20u64 {
+                    s.add(
+                        "docs",
+                        &[10_000 + t * 100 + i],
+                        &gaussian(1, DIM, 1000 + t * 100 + i),
+                        None,
+                    )
+                    .unwrap();
+                    s.search("docs", &q, 4).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(s.stats("docs").unwrap().count, 280);
+    // The original neighbours are still found when nothing closer was added.
+    let got = s.search("docs", &q, 4).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g[0].score <= w[0].score);
+    }
+}
