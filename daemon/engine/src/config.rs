@@ -20,6 +20,43 @@ pub struct Config {
     pub dbus: DbusConfig,
     pub metrics: MetricsConfig,
     pub auth: AuthConfig,
+    pub hal: HalConfig,
+    /// The UMA budget rule (see kiln_hal::BudgetPolicy).
+    pub budget: kiln_hal::BudgetPolicy,
+    pub admission: AdmissionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HalConfig {
+    /// Where the machine is read from: `/`, or a recorded machine tree.
+    pub root: PathBuf,
+    /// How often utilisation is sampled and devices rescanned, in milliseconds.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for HalConfig {
+    fn default() -> Self {
+        HalConfig {
+            root: PathBuf::from("/"),
+            sample_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// New reservations are refused while PSI memory `some avg10` exceeds this (percent).
+    pub max_memory_pressure: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_memory_pressure: 20.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +208,26 @@ impl Config {
                 self.auth.backend
             ));
         }
+        if self.hal.root.as_os_str().is_empty() {
+            errs.push(
+                "key `hal.root`: empty; expected / or the path of a recorded machine tree".into(),
+            );
+        }
+        if !(10..=3_600_000).contains(&self.hal.sample_interval_ms) {
+            errs.push(format!(
+                "key `hal.sample_interval_ms`: bad value {}; expected 10 to 3600000",
+                self.hal.sample_interval_ms
+            ));
+        }
+        if let Err(e) = self.budget.validate() {
+            errs.push(format!("table `budget`: {e}"));
+        }
+        let p = self.admission.max_memory_pressure;
+        if !(p > 0.0 && p <= 100.0) {
+            errs.push(format!(
+                "key `admission.max_memory_pressure`: bad value {p}; expected a percentage in (0, 100]"
+            ));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
@@ -210,6 +267,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub bus: Option<String>,
     pub log_level: Option<String>,
+    pub hal_root: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -225,6 +283,9 @@ impl Overrides {
         }
         if let Some(l) = &self.log_level {
             c.daemon.log_level = l.clone();
+        }
+        if let Some(r) = &self.hal_root {
+            c.hal.root = r.clone();
         }
     }
 }
@@ -343,7 +404,11 @@ fn merge(into: &mut toml::Table, from: toml::Table) {
 
 /// Relative paths in the files resolve against the main file's directory.
 fn resolve_relative(c: &mut Config, base: &Path) {
-    for p in [&mut c.daemon.socket, &mut c.daemon.state_dir] {
+    for p in [
+        &mut c.daemon.socket,
+        &mut c.daemon.state_dir,
+        &mut c.hal.root,
+    ] {
         if p.is_relative() && !p.as_os_str().is_empty() {
             *p = base.join(&*p);
         }

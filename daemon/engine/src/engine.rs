@@ -4,7 +4,9 @@
 //! order, here and nowhere else.
 
 use crate::auth::{Action, Authority, Caller, Transport};
+use crate::budget::{BudgetStatus, Ledger};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::devices::DeviceHub;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 use crate::state::{AuditRow, StateDb};
@@ -17,7 +19,12 @@ use tokio::sync::watch;
 
 /// Config keys (dotted, or a `section.` prefix) that a reload applies live;
 /// every other changed key needs a restart.
-const LIVE_KEYS: &[&str] = &["daemon.log_level", "daemon.drain_timeout_ms"];
+const LIVE_KEYS: &[&str] = &[
+    "daemon.log_level",
+    "daemon.drain_timeout_ms",
+    "budget.",
+    "admission.",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +91,7 @@ pub struct StatusReport {
     pub config_files: Vec<PathBuf>,
     pub restart_required: Vec<String>,
     pub components: Vec<Component>,
+    pub budget: BudgetStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,7 +109,9 @@ pub struct ServerMetadata {
     pub extensions: Vec<String>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
+    pub(crate) budget: Ledger,
+    pub(crate) devices: DeviceHub,
     sources: ConfigSources,
     current: RwLock<LoadedConfig>,
     restart_required: RwLock<Vec<String>>,
@@ -118,7 +128,7 @@ struct Inner {
 /// Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -140,10 +150,20 @@ impl Engine {
         db: StateDb,
         authority: Box<dyn Authority>,
         live: Box<dyn LiveSettings>,
-    ) -> Engine {
+    ) -> Result<Engine, String> {
         let (state, _) = watch::channel(DaemonState::Starting);
-        Engine {
+        let cfg = &loaded.config;
+        let devices = DeviceHub::open(cfg)?;
+        let inv = devices.snapshot();
+        let budget = Ledger::new(
+            crate::devices::budget_bytes(cfg, &inv),
+            cfg.admission.max_memory_pressure,
+        );
+        budget.set_pressure(inv.memory.psi.map(|p| p.some.avg10));
+        Ok(Engine {
             inner: Arc::new(Inner {
+                budget,
+                devices,
                 sources,
                 current: RwLock::new(loaded),
                 restart_required: RwLock::new(Vec::new()),
@@ -156,7 +176,12 @@ impl Engine {
                 metrics: Metrics::new(),
                 components: RwLock::new(BTreeMap::new()),
             }),
-        }
+        })
+    }
+
+    /// The UMA budget ledger shared by models, jobs and batches.
+    pub fn budget(&self) -> &Ledger {
+        &self.inner.budget
     }
 
     pub fn config(&self) -> Config {
@@ -229,6 +254,7 @@ impl Engine {
             config_files: cur.files.clone(),
             restart_required: read(&self.inner.restart_required).clone(),
             components: read(&self.inner.components).values().cloned().collect(),
+            budget: self.inner.budget.status(),
         }
     }
 
@@ -326,6 +352,15 @@ impl Engine {
                 .set_log_level(&new.config.daemon.log_level)
                 .map_err(|e| EngineError::invalid(format!("daemon.log_level: {e}")))?;
         }
+        if new.config.budget != old.budget || new.config.admission != old.admission {
+            let inv = self.inner.devices.snapshot();
+            self.inner
+                .budget
+                .set_budget(crate::devices::budget_bytes(&new.config, &inv));
+            self.inner
+                .budget
+                .set_max_pressure(new.config.admission.max_memory_pressure);
+        }
         // Keys that need a restart keep their running values.
         let mut effective = new.config.clone();
         keep_restart_keys(&mut effective, &old);
@@ -380,11 +415,12 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value
 
 /// Everything not live-reloadable keeps the value the process started with.
 fn keep_restart_keys(new: &mut Config, running: &Config) {
-    let live_log = new.daemon.log_level.clone();
-    let live_drain = new.daemon.drain_timeout_ms;
+    let live = new.clone();
     *new = running.clone();
-    new.daemon.log_level = live_log;
-    new.daemon.drain_timeout_ms = live_drain;
+    new.daemon.log_level = live.daemon.log_level;
+    new.daemon.drain_timeout_ms = live.daemon.drain_timeout_ms;
+    new.budget = live.budget;
+    new.admission = live.admission;
 }
 
 #[cfg(test)]
@@ -415,7 +451,8 @@ mod tests {
             db,
             Box::new(GroupAuthority::new("root")),
             Box::new(RecordLevel(levels.clone())),
-        );
+        )
+        .unwrap();
         (e, main, levels)
     }
 

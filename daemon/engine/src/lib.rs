@@ -5,7 +5,9 @@
 //! touches a socket or a bus.
 
 pub mod auth;
+pub mod budget;
 pub mod config;
+pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod metrics;

@@ -22,6 +22,9 @@ pub struct Cli {
     /// Log filter such as `info` or `info,kilnd=debug` (overrides daemon.log_level).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Read the machine from this root instead of / (a recorded machine tree).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub hal_root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -32,6 +35,15 @@ pub enum Command {
     Run,
     /// Validate the configuration files and exit 0 (valid) or 1 (invalid).
     CheckConfig,
+    /// Print the hardware inventory and exit; no daemon needed.
+    Probe {
+        /// Machine root to read (default: [hal] root, normally /).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {
@@ -43,6 +55,7 @@ impl Cli {
                 state_dir: self.state_dir.clone(),
                 bus: self.bus.clone(),
                 log_level: self.log_level.clone(),
+                hal_root: self.hal_root.clone(),
             },
         )
     }

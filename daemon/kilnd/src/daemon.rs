@@ -118,7 +118,17 @@ async fn serve(
         }
     };
     let (authority, auth_state, auth_detail) = choose_authority(&cfg).await;
-    let engine = Engine::new(loaded, sources, db, authority, Box::new(log));
+    let engine = match Engine::new(loaded, sources, db, authority, Box::new(log)) {
+        Ok(e) => e,
+        Err(e) => {
+            bound.remove();
+            return Err(e);
+        }
+    };
+    if let Err(e) = engine.start_device_monitor() {
+        tracing::warn!("{e}");
+        engine.set_component("hal", ComponentState::Degraded, e);
+    }
     engine.set_component("auth", auth_state, auth_detail);
     engine.set_component("grpc", ComponentState::Ok, bound.path.display().to_string());
 
@@ -224,6 +234,7 @@ async fn serve(
             "drain timed out; closing remaining calls"
         ),
     }
+    engine.stop_device_monitor();
     bound.remove();
     tracing::info!("kilnd stopped");
     Ok(())

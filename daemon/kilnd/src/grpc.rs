@@ -9,14 +9,17 @@ use kiln_api::inference::grpc_inference_service_server::{
 };
 use kiln_api::inference::*;
 use kiln_api::kiln::v1::daemon_server::{Daemon, DaemonServer};
+use kiln_api::kiln::v1::devices_server::{Devices, DevicesServer};
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::auth::Transport;
+use kiln_engine::devices::{health_text, hw_id};
 use kiln_engine::{Caller, Engine, EngineError, ErrorKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio_stream::StreamExt;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -166,6 +169,24 @@ impl Daemon for DaemonApi {
                 })
                 .collect(),
             state_dir: s.state_dir.display().to_string(),
+            budget: Some(pb::Budget {
+                budget_bytes: s.budget.budget_bytes,
+                reserved_bytes: s.budget.reserved_bytes,
+                free_bytes: s.budget.free_bytes,
+                pressure_some_avg10: s.budget.pressure_some_avg10.unwrap_or(-1.0),
+                max_pressure: s.budget.max_pressure,
+                reservations: s
+                    .budget
+                    .reservations
+                    .into_iter()
+                    .map(|r| pb::Reservation {
+                        id: r.id,
+                        owner: r.owner,
+                        bytes: r.bytes,
+                        since: r.since,
+                    })
+                    .collect(),
+            }),
         }))
     }
 
@@ -187,6 +208,99 @@ impl Daemon for DaemonApi {
                 .map(|p| p.display().to_string())
                 .collect(),
         }))
+    }
+}
+
+pub struct DevicesApi {
+    engine: Engine,
+}
+
+/// A HAL device on the wire.
+pub fn device_to_pb(d: &kiln_hal::Device) -> pb::Device {
+    let (health, detail) = health_text(&d.health);
+    pb::Device {
+        id: d.id.clone(),
+        kind: serde_json::to_value(d.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        name: d.identity.name.clone(),
+        hw_id: hw_id(d),
+        driver: d.identity.driver.clone().unwrap_or_default(),
+        address: d.identity.address.clone().unwrap_or_default(),
+        capabilities: d.capabilities.clone(),
+        health: health.into(),
+        health_detail: detail,
+        busy_percent: d
+            .utilisation
+            .as_ref()
+            .and_then(|u| u.busy_percent)
+            .unwrap_or(-1.0),
+        json: serde_json::to_string(d).unwrap_or_default(),
+    }
+}
+
+pub fn event_to_pb(e: &kiln_hal::DeviceEvent) -> pb::DeviceEvent {
+    match e {
+        kiln_hal::DeviceEvent::Added(d) => pb::DeviceEvent {
+            event: "added".into(),
+            id: d.id.clone(),
+            device: Some(device_to_pb(d)),
+        },
+        kiln_hal::DeviceEvent::Changed(d) => pb::DeviceEvent {
+            event: "changed".into(),
+            id: d.id.clone(),
+            device: Some(device_to_pb(d)),
+        },
+        kiln_hal::DeviceEvent::Removed(id) => pb::DeviceEvent {
+            event: "removed".into(),
+            id: id.clone(),
+            device: None,
+        },
+    }
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DeviceEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Devices for DevicesApi {
+    async fn list(
+        &self,
+        _: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        let inv = self.engine.inventory();
+        Ok(Response::new(pb::ListDevicesResponse {
+            devices: inv.devices().iter().map(device_to_pb).collect(),
+            inventory_json: serde_json::to_string(&inv).unwrap_or_default(),
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        _: Request<pb::WatchDevicesRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let rx = self.engine.watch_devices();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| match r {
+            Ok(e) => Some(Ok(event_to_pb(&e))),
+            // A slow watcher missed events: tell it, so it can re-list.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Err(Status::data_loss(format!(
+                    "watcher fell behind and missed {n} events; call List again and re-watch"
+                ))))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn rescan(
+        &self,
+        _: Request<pb::RescanDevicesRequest>,
+    ) -> Result<Response<pb::RescanDevicesResponse>, Status> {
+        self.engine.rescan_devices().map_err(status_of)?;
+        Ok(Response::new(pb::RescanDevicesResponse {}))
     }
 }
 
@@ -269,11 +383,15 @@ pub async fn serve(
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let devices = DevicesServer::new(DevicesApi {
+        engine: engine.clone(),
+    });
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
         .layer(CallLayer { engine })
         .add_service(inference)
         .add_service(daemon)
+        .add_service(devices)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

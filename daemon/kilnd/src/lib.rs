@@ -10,4 +10,5 @@ pub mod logging;
 pub mod metrics_http;
 pub mod notify;
 pub mod polkit;
+pub mod probe;
 pub mod socket;

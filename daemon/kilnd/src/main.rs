@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig) => kilnd::daemon::check_config(&cli),
+        Some(Command::Probe { ref root, json }) => kilnd::probe::run(&cli, root.as_deref(), json),
         Some(Command::Run) | None => kilnd::daemon::run(&cli),
     }
 }
