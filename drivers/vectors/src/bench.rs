@@ -142,7 +142,7 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport> {
 
     let mut index = FlatIndex::new(dim, Metric::InnerProduct, Quantisation::Int8);
     index.reserve(opts.n);
-    index.push(&gaussian(opts.n, dim, opts.seed));
+    index.push(&gaussian(opts.n, dim, opts.seed))?;
     let queries = gaussian(nq, dim, opts.seed ^ 0x5EED);
 
     // Warm-up: page in and settle frequency.

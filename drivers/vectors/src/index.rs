@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, VectorError};
 use crate::kernels::{self, CODE_ALIGN, Isa, Kind, QUERY_CODE_MAX};
 use crate::pool::SearchPool;
 use crate::topk::TopK;
@@ -290,10 +290,10 @@ impl FlatIndex {
         self.data.capacity() * 4 + q
     }
 
-    /// Appends rows. Vectors must already be validated (finite, right length) and, for
-    /// cosine, normalised with [`FlatIndex::prepare`].
-    pub fn push(&mut self, vectors: &[f32]) {
-        debug_assert_eq!(vectors.len() % self.dim, 0);
+    /// Appends rows. Vectors should already be finite and, for cosine, normalised with
+    /// [`FlatIndex::prepare`]; a length that is not a whole number of rows is refused.
+    pub fn push(&mut self, vectors: &[f32]) -> Result<()> {
+        self.check_len(vectors)?;
         let from = self.len();
         if self.data.capacity() - self.data.len() < vectors.len() {
             self.reserve(vectors.len() / self.dim);
@@ -301,6 +301,18 @@ impl FlatIndex {
         self.data.extend_from_slice(vectors);
         if let Some(sq) = &mut self.sq8 {
             sq.append(&self.data, self.dim, from);
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, v: &[f32]) -> Result<()> {
+        if v.len().is_multiple_of(self.dim) {
+            Ok(())
+        } else {
+            Err(VectorError::WrongDimension {
+                dim: self.dim,
+                got: v.len(),
+            })
         }
     }
 
@@ -380,6 +392,7 @@ impl FlatIndex {
         k: usize,
         isa: Isa,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.check_len(queries)?;
         let dim = self.dim;
         let nq = queries.len() / dim;
         let isa = isa.min(pool.isa());
@@ -451,6 +464,7 @@ impl FlatIndex {
         let Some(sq) = &self.sq8 else {
             return self.search_exact(pool, queries, k, isa);
         };
+        self.check_len(queries)?;
         let dim = self.dim;
         let isa = isa.min(pool.isa());
         let n = self.len();

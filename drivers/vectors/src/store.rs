@@ -198,7 +198,7 @@ impl Collection {
                     if let Some(id) = ids.iter().find(|id| c.rows.contains_key(id)) {
                         return Err(VectorError::corrupt(&path, format!("id {id} added twice")));
                     }
-                    c.apply_add(&ids, &vectors, metadata);
+                    c.apply_add(&ids, &vectors, metadata)?;
                 }
                 Segment::Delete { ids } => {
                     if let Some(id) = ids.iter().find(|id| !c.rows.contains_key(id)) {
@@ -225,9 +225,15 @@ impl Collection {
         Ok(c)
     }
 
-    fn apply_add(&mut self, ids: &[u64], vectors: &[f32], metadata: Option<Vec<Option<String>>>) {
+    fn apply_add(
+        &mut self,
+        ids: &[u64],
+        vectors: &[f32],
+        metadata: Option<Vec<Option<String>>>,
+    ) -> Result<()> {
         let base = self.ids.len();
-        self.index.push(vectors);
+        self.index.push(vectors)?; // only fails on a wrong length, checked before
+
         for (i, &id) in ids.iter().enumerate() {
             self.rows.insert(id, (base + i) as u32);
         }
@@ -239,6 +245,7 @@ impl Collection {
             }
             None => self.metadata.resize(self.ids.len(), None),
         }
+        Ok(())
     }
 
     fn apply_delete(&mut self, ids: &[u64]) {
@@ -525,7 +532,7 @@ impl VectorStore {
         let meta: Option<Vec<Option<String>>> = metadata.map(|m| m.into_iter().map(Some).collect());
         let bytes = segment::encode_add(dim, ids, &prepared, meta.as_deref());
         c.commit(SegmentKind::Add, ids.len(), bytes)?;
-        c.apply_add(ids, &prepared, meta);
+        c.apply_add(ids, &prepared, meta)?;
         self.maybe_compact(&mut c);
         Ok(c.ids.len())
     }

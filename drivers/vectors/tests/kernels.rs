@@ -169,7 +169,7 @@ fn check_search(
     let raw = data.clone();
     let mut index = FlatIndex::new(dim, metric, quant);
     index.prepare(&mut data).unwrap();
-    index.push(&data);
+    index.push(&data).unwrap();
     let mut q = gaussian(nq, dim, 99);
     let rawq = q.clone();
     index.prepare(&mut q).unwrap();
@@ -240,7 +240,7 @@ fn int8_recall_at_10_is_high() {
             let mut data = gaussian(n, dim, 5);
             let mut index = FlatIndex::new(dim, metric, Quantisation::Int8);
             index.prepare(&mut data).unwrap();
-            index.push(&data);
+            index.push(&data).unwrap();
             let mut q = gaussian(nq, dim, 6);
             index.prepare(&mut q).unwrap();
             let exact = index.search_exact(&pool, &q, k, isa).unwrap();
@@ -266,8 +266,8 @@ fn int8_index_survives_growth_and_deletes() {
     let mut index = FlatIndex::new(dim, Metric::L2, Quantisation::Int8);
     let a = gaussian(300, dim, 1);
     let b: Vec<f32> = gaussian(300, dim, 2).iter().map(|v| v * 10.0).collect();
-    index.push(&a);
-    index.push(&b);
+    index.push(&a).unwrap();
+    index.push(&b).unwrap();
     for r in (0..600).step_by(3).rev() {
         index.swap_remove(r);
     }
