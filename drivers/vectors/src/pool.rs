@@ -1,6 +1,7 @@
 //! A small pool of search threads, each pinned (sched_setaffinity) to one CPU from the list
 //! the caller gives: the resource manager's performance CPU set. Touches only its own
-//! threads' affinity. The pool's ISA is the lowest level any of its pinned threads reports,
+//! threads' affinity. Each thread probes its own CPU with CPUID after pinning
+//! ([`Isa::detect_this_cpu`]); the pool's ISA is the lowest level any of them reports,
 //! so AVX-512 runs only when every CPU in the list has it; pass only such CPUs to get it.
 //!
 //! `map` runs borrowed closures on the workers and blocks until all finish; do not call it
@@ -145,7 +146,7 @@ impl SearchPool {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
-                    let _ = ready_tx.send(Ok(Isa::detect()));
+                    let _ = ready_tx.send(Ok(Isa::detect_this_cpu()));
                     drop(ready_tx);
                     for job in rx {
                         (job.f)(job.index);

@@ -57,6 +57,22 @@ impl Isa {
             .unwrap_or(&Isa::Scalar)
     }
 
+    /// The best level the CPU executing this instruction reports, read with CPUID and
+    /// XGETBV right now rather than from the process-wide cache that
+    /// `is_x86_feature_detected!` keeps (filled once, on whichever CPU asked first). Call
+    /// it on a thread pinned to the CPU in question; the result is also capped by
+    /// [`Isa::detect`], so it never claims more than the kernels' own check allows.
+    pub fn detect_this_cpu() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            cpuid_level().min(Isa::detect())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Isa::Scalar
+        }
+    }
+
     /// Lower-case name (`scalar`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
@@ -74,6 +90,41 @@ impl Isa {
             Isa::detect().min(self)
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpuid_level() -> Isa {
+    use std::arch::x86_64::__cpuid_count;
+    let leaf1 = __cpuid_count(1, 0);
+    let max_leaf = __cpuid_count(0, 0).eax;
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    let avx = leaf1.ecx & (1 << 28) != 0;
+    let fma = leaf1.ecx & (1 << 12) != 0;
+    if !osxsave || !avx || max_leaf < 7 {
+        return Isa::Scalar;
+    }
+    // SAFETY: OSXSAVE is set, so XGETBV is available and enabled by the OS.
+    let xcr0 = unsafe { xgetbv0() };
+    let leaf7 = __cpuid_count(7, 0);
+    let ymm_state = xcr0 & 0b110 == 0b110;
+    let zmm_state = xcr0 & 0b1110_0110 == 0b1110_0110;
+    let avx2 = leaf7.ebx & (1 << 5) != 0;
+    let avx512f = leaf7.ebx & (1 << 16) != 0;
+    let avx512bw = leaf7.ebx & (1 << 30) != 0;
+    if ymm_state && zmm_state && avx512f && avx512bw && avx2 && fma {
+        Isa::Avx512
+    } else if ymm_state && avx2 && fma {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
 }
 
 impl std::fmt::Display for Isa {
@@ -194,4 +245,21 @@ pub const QUERY_CODE_MAX: i8 = 63;
 /// Exact score of one pair, scalar; used for reranking a few candidates.
 pub fn pair(kind: Kind, a: &[f32], b: &[f32]) -> f32 {
     scalar::pair(kind, a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuid_probe_agrees_with_std_detection() {
+        // On a uniform CPU (every test machine) the raw probe and std's cache agree.
+        assert_eq!(Isa::detect_this_cpu(), Isa::detect());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            cpuid_level() >= Isa::Avx2,
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        );
+    }
 }
