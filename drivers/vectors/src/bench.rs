@@ -47,6 +47,65 @@ impl Default for BenchOptions {
     }
 }
 
+impl BenchOptions {
+    /// Parses `kiln-bench vectors` arguments (without the subcommand):
+    /// `[--json] [--n N] [--dim D] [--k K] [--threads T] [--cpus 0,2] [--seed S]
+    /// [--queries Q]`. Returns the options and whether JSON output was asked for.
+    pub fn from_args<I, S>(args: I) -> std::result::Result<(BenchOptions, bool), String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut opts = BenchOptions::default();
+        let mut json = false;
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            let a = a.as_ref();
+            if a == "--json" {
+                json = true;
+                continue;
+            }
+            let known = [
+                "--n",
+                "--dim",
+                "--k",
+                "--threads",
+                "--seed",
+                "--queries",
+                "--cpus",
+            ];
+            if !known.contains(&a) {
+                return Err(format!(
+                    "unknown option `{a}`; options: --json {}",
+                    known.join(" ")
+                ));
+            }
+            let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+            let v = v.as_ref();
+            let num = |v: &str| -> std::result::Result<usize, String> {
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("{a} expects a whole number, got `{v}`"))
+            };
+            match a {
+                "--n" => opts.n = num(v)?,
+                "--dim" => opts.dim = num(v)?,
+                "--k" => opts.k = num(v)?,
+                "--threads" => opts.threads = num(v)?,
+                "--seed" => opts.seed = num(v)? as u64,
+                "--queries" => opts.queries = num(v)?,
+                _ => {
+                    opts.cpus = v
+                        .split(',')
+                        .map(num)
+                        .collect::<std::result::Result<_, _>>()?
+                }
+            }
+        }
+        Ok((opts, json))
+    }
+}
+
 /// Results. Times are medians over the timed queries or batches (robust to other load).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -116,9 +175,9 @@ pub fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark (about 10 s at the defaults; needs ~0.8 GB of memory).
 pub fn run(opts: BenchOptions) -> Result<BenchReport> {
-    let bad = |m: String| Err(VectorError::PoolConfig(m));
+    let bad = |m: String| Err(VectorError::InvalidOptions(m));
     if opts.n == 0 || opts.dim == 0 || opts.dim > crate::MAX_DIM || opts.k == 0 {
         return bad(format!(
             "benchmark needs n >= 1, 1 <= dim <= {}, k >= 1 (got n={}, dim={}, k={})",
@@ -307,5 +366,58 @@ impl std::fmt::Display for BenchReport {
             self.batch1_bandwidth_share * 100.0,
             mark(self.goal_batch1_share_085)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_and_bad_args_are_explained() {
+        let (o, json) =
+            BenchOptions::from_args(["--json", "--n", "500", "--dim", "12", "--cpus", "0"])
+                .unwrap();
+        assert!(json);
+        assert_eq!((o.n, o.dim, o.k, o.cpus), (500, 12, 10, vec![0]));
+        let e = BenchOptions::from_args(["--n", "x"]).unwrap_err();
+        assert!(e.contains("whole number"), "{e}");
+        let e = BenchOptions::from_args(["--fast"]).unwrap_err();
+        assert!(e.contains("unknown option"), "{e}");
+        let e = BenchOptions::from_args(["--k"]).unwrap_err();
+        assert!(e.contains("needs a value"), "{e}");
+    }
+
+    #[test]
+    fn small_run_reports_sane_numbers() {
+        let r = run(BenchOptions {
+            n: 3000,
+            dim: 40,
+            queries: 16,
+            bandwidth_mib: 64,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(r.batch1_ms > 0.0 && r.batch16_ms > 0.0 && r.int8_ms > 0.0);
+        assert!(r.read_bandwidth_gbs > 0.1, "{r}");
+        assert!(r.int8_recall_at_10 >= 0.99, "{r}");
+        let v = serde_json::to_value(&r).unwrap();
+        for key in [
+            "batch1_ms",
+            "batch16_ms",
+            "int8_ms",
+            "int8_recall_at_10",
+            "read_bandwidth_gbs",
+            "batch1_bandwidth_share",
+        ] {
+            assert!(v[key].is_number(), "missing {key}");
+        }
+        assert!(
+            run(BenchOptions {
+                n: 0,
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

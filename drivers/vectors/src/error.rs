@@ -57,6 +57,9 @@ pub enum VectorError {
     )]
     ZeroVector { index: usize },
 
+    #[error("invalid benchmark options: {0}")]
+    InvalidOptions(String),
+
     #[error("invalid thread pool configuration: {0}")]
     PoolConfig(String),
 

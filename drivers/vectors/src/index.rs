@@ -55,6 +55,20 @@ impl Metric {
     }
 }
 
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Metric::parse(s)
+            .ok_or_else(|| format!("unknown metric `{s}`: use inner_product, cosine or l2"))
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How a collection's vectors are searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +95,20 @@ impl Quantisation {
             Quantisation::None => "none",
             Quantisation::Int8 => "int8",
         }
+    }
+}
+
+impl std::str::FromStr for Quantisation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Quantisation::parse(s)
+            .ok_or_else(|| format!("unknown quantisation `{s}`: use none or int8"))
+    }
+}
+
+impl std::fmt::Display for Quantisation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
