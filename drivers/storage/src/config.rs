@@ -41,6 +41,8 @@ pub struct StorageConfig {
     pub zfs_command: String,
     /// `zpool` executable.
     pub zpool_command: String,
+    /// Seconds before a hung `zfs`/`zpool` call is killed.
+    pub command_timeout_secs: u64,
     /// Root under which `proc/spl/kstat/zfs/arcstats` is read (recorded trees in tests).
     pub proc_root: PathBuf,
     pub profiles: Profiles,
@@ -56,6 +58,7 @@ impl Default for StorageConfig {
             root: PathBuf::from("/var/lib/kiln"),
             zfs_command: "zfs".into(),
             zpool_command: "zpool".into(),
+            command_timeout_secs: 120,
             proc_root: PathBuf::from("/"),
             profiles: Profiles::default(),
             retention: RetentionConfig::default(),
@@ -191,6 +194,12 @@ impl StorageConfig {
             return Err(bad(
                 "storage.zpool_command",
                 "must name the zpool executable, e.g. \"zpool\"",
+            ));
+        }
+        if self.command_timeout_secs == 0 {
+            return Err(bad(
+                "storage.command_timeout_secs",
+                "must be at least 1 (seconds before a hung zfs call is killed), e.g. 120",
             ));
         }
         for ds in Dataset::ALL {

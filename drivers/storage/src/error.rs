@@ -69,6 +69,12 @@ pub enum StorageError {
         stderr: String,
     },
 
+    #[error(
+        "`{command}` did not finish within {seconds} s and was killed; the ZFS service is not \
+         answering: check `zpool status`, the zfs-fuse daemon or the kernel log"
+    )]
+    Timeout { command: String, seconds: u64 },
+
     #[error("`{command}` failed (exit {status}): {stderr}")]
     CommandFailed {
         command: String,

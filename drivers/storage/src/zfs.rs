@@ -72,7 +72,8 @@ fn display_value(prop: &str, raw: &str) -> String {
 
 impl ZfsBackend {
     pub fn new(config: StorageConfig) -> Self {
-        let cmd = ZfsCmd::new(config.zfs_command.clone(), config.zpool_command.clone());
+        let cmd = ZfsCmd::new(config.zfs_command.clone(), config.zpool_command.clone())
+            .with_timeout(Duration::from_secs(config.command_timeout_secs));
         ZfsBackend {
             config,
             cmd,
@@ -259,9 +260,18 @@ impl Storage for ZfsBackend {
         let mut report = EnsureReport::default();
         let base = self.base();
         if !self.exists(&base)? {
+            // A container only: its children mount on their own, never nested inside a
+            // mounted parent (zfs-fuse deadlocks on nested mounts).
             self.cmd.run(
                 Tool::Zfs,
-                &["create", "-o", &format!("{MANAGED}=yes"), &base],
+                &[
+                    "create",
+                    "-o",
+                    "canmount=off",
+                    "-o",
+                    &format!("{MANAGED}=yes"),
+                    &base,
+                ],
             )?;
             report.created.push(base.clone());
         }

@@ -4,7 +4,8 @@
 //! configured executables.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,7 @@ impl CmdMetrics {
 pub struct ZfsCmd {
     zfs: String,
     zpool: String,
+    timeout: Duration,
     metrics: Arc<CmdMetrics>,
 }
 
@@ -96,8 +98,70 @@ impl ZfsCmd {
         ZfsCmd {
             zfs: zfs.into(),
             zpool: zpool.into(),
+            timeout: Duration::from_secs(120),
             metrics: Arc::new(CmdMetrics::default()),
         }
+    }
+
+    /// Kill and report any command that runs longer than `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Spawn, collect output, and wait up to the timeout. `Ok(None)` means it timed out
+    /// and was killed.
+    fn spawn_wait(
+        &self,
+        exe: &str,
+        args: &[&str],
+    ) -> std::io::Result<Option<(i32, Vec<u8>, Vec<u8>)>> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let reader = |p: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                if let Some(mut p) = p {
+                    let _ = p.read_to_end(&mut b);
+                }
+                b
+            })
+        };
+        let out = reader(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = reader(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let deadline = Instant::now() + self.timeout;
+        let mut nap = Duration::from_micros(200);
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        };
+        let (o, e) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        Ok(status.map(|st| (st.code().unwrap_or(-1), o, e)))
     }
 
     pub fn metrics(&self) -> Arc<CmdMetrics> {
@@ -125,12 +189,18 @@ impl ZfsCmd {
             args.first().copied().unwrap_or("")
         );
         let start = Instant::now();
-        let out = Command::new(exe).args(args).output();
-        let elapsed = start.elapsed();
-        let out = match out {
-            Ok(o) => o,
+        let out = match self.spawn_wait(exe, args) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                self.metrics.record(&key, start.elapsed(), false);
+                tracing::error!(command = %line, secs = self.timeout.as_secs(), "ZFS command timed out; killed");
+                return Err(StorageError::Timeout {
+                    command: line,
+                    seconds: self.timeout.as_secs(),
+                });
+            }
             Err(e) => {
-                self.metrics.record(&key, elapsed, false);
+                self.metrics.record(&key, start.elapsed(), false);
                 tracing::warn!(command = %line, error = %e, "cannot run ZFS command");
                 return Err(StorageError::ZfsNotInstalled {
                     binary: exe.to_string(),
@@ -138,10 +208,11 @@ impl ZfsCmd {
                 });
             }
         };
+        let elapsed = start.elapsed();
         let raw = RawOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            status: out.0,
+            stdout: String::from_utf8_lossy(&out.1).into_owned(),
+            stderr: String::from_utf8_lossy(&out.2).trim().to_string(),
         };
         self.metrics.record(&key, elapsed, raw.status == 0);
         if raw.status == 0 {
@@ -437,6 +508,23 @@ mod tests {
             (m[0].command.as_str(), m[0].calls, m[0].failures),
             ("zfs get", 1, 1)
         );
+    }
+
+    #[test]
+    fn hung_commands_time_out_and_are_killed() {
+        // `sleep` stands in for a zfs that stopped answering: the wrapper must not hang.
+        let z = ZfsCmd::new("sleep", "sleep").with_timeout(Duration::from_millis(300));
+        let t = Instant::now();
+        let e = z.run(Tool::Zfs, &["30"]).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(e, StorageError::Timeout { ref command, .. } if command == "sleep 30"),
+            "{e}"
+        );
+        let ok = ZfsCmd::new("echo", "echo")
+            .run(Tool::Zpool, &["a\tb"])
+            .unwrap();
+        assert_eq!(ok, "a\tb\n");
     }
 
     #[test]
