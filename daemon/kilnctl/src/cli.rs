@@ -29,4 +29,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the machine's devices (CPU groups, NPU, iGPU, NCS2).
+    Devices {
+        /// Print the whole inventory as JSON (the shape of `kilnd probe --json`).
+        #[arg(long)]
+        json: bool,
+        /// Follow device events (added, removed, changed) until interrupted.
+        #[arg(long, conflicts_with = "rescan")]
+        watch: bool,
+        /// Ask the daemon to rescan devices now, then list them.
+        #[arg(long)]
+        rescan: bool,
+    },
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use kilnctl::cli::{Cli, Command};
-use kilnctl::commands;
+use kilnctl::{commands, devices};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -21,12 +21,17 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Status { json } => commands::status(&cli.socket, *json).await,
             Command::Reload { json } => commands::reload(&cli.socket, *json).await,
+            Command::Devices {
+                json,
+                watch,
+                rescan,
+            } => devices::run(&cli.socket, *json, *watch, *rescan).await,
         }
     });
     match result {
         Ok(out) => {
             print!("{out}");
-            if !out.ends_with('\n') {
+            if !out.is_empty() && !out.ends_with('\n') {
                 println!();
             }
             ExitCode::SUCCESS

@@ -7,7 +7,9 @@ use kiln_engine::auth::Transport;
 use kiln_engine::config::BusChoice;
 use kiln_engine::{Caller, Engine, EngineError, ErrorKind};
 use std::time::Instant;
+use zbus::ObjectPath;
 use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
 
 pub const BUS_NAME: &str = "org.kiln.Kiln1";
@@ -119,6 +121,30 @@ impl Manager {
         let r = r?;
         Ok((r.applied, r.restart_required))
     }
+
+    /// Rescan devices now (a recorded machine tree has no hotplug events).
+    async fn rescan_devices(&self) -> Result<(), KilnError> {
+        let start = Instant::now();
+        let r = self.engine.rescan_devices();
+        self.observe("RescanDevices", r.is_ok(), start);
+        Ok(r?)
+    }
+
+    /// A device appeared; its object is at `path`.
+    #[zbus(signal)]
+    pub async fn device_added(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A device went away; its object at `path` is gone.
+    #[zbus(signal)]
+    pub async fn device_removed(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
 }
 
 /// Connect to the chosen bus. `None` for `--bus none`.
@@ -152,6 +178,7 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
             "cannot own {BUS_NAME}: {e}; is another kilnd on this bus, or does the bus policy (/usr/share/dbus-1/system.d/org.kiln.Kiln1.conf) not let this user own it?"
         )
     })?;
+    crate::dbus_devices::serve(conn, engine.clone()).await?;
     let conn = conn.clone();
     let mut states = engine.subscribe_state();
     tokio::spawn(async move {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod dbus;
+pub mod dbus_devices;
 pub mod grpc;
 pub mod logging;
 pub mod metrics_http;
