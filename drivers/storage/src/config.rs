@@ -375,8 +375,10 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("storage.profiles.checkpoints.quota"), "{e}");
 
-        let mut c = StorageConfig::default();
-        c.pool = "1tank".into();
+        let c = StorageConfig {
+            pool: "1tank".into(),
+            ..StorageConfig::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()
@@ -384,8 +386,10 @@ mod tests {
                 .contains("storage.pool")
         );
 
-        let mut c = StorageConfig::default();
-        c.root = PathBuf::from("relative/dir");
+        let c = StorageConfig {
+            root: PathBuf::from("relative/dir"),
+            ..StorageConfig::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()

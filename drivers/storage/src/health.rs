@@ -148,11 +148,13 @@ pub struct ArcStats {
     pub hit_ratio: f64,
 }
 
+type Lookup = Box<dyn Fn(&str) -> Option<u64>>;
+
 /// Read ARC statistics under `root`, if either known location exists.
 pub fn read_arcstats(root: &Path) -> Option<ArcStats> {
     let file = root.join("proc/spl/kstat/zfs/arcstats");
     let dir = root.join("zfs-kstat/zfs/arcstats");
-    let (source, get): (PathBuf, Box<dyn Fn(&str) -> Option<u64>>) = if file.is_file() {
+    let (source, get): (PathBuf, Lookup) = if file.is_file() {
         let text = std::fs::read_to_string(&file).ok()?;
         let rows: Vec<(String, u64)> = text
             .lines()

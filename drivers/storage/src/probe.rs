@@ -149,7 +149,7 @@ pub struct PropPlan {
 /// Format bytes the way ZFS spells sizes (`4K`, `128K`, `1M`).
 pub fn fmt_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -84,6 +84,9 @@ impl CmdMetrics {
     }
 }
 
+/// Exit code, stdout, stderr of a finished command.
+type Finished = (i32, Vec<u8>, Vec<u8>);
+
 /// Runs `zfs`/`zpool`.
 #[derive(Debug, Clone)]
 pub struct ZfsCmd {
@@ -111,11 +114,7 @@ impl ZfsCmd {
 
     /// Spawn, collect output, and wait up to the timeout. `Ok(None)` means it timed out
     /// and was killed.
-    fn spawn_wait(
-        &self,
-        exe: &str,
-        args: &[&str],
-    ) -> std::io::Result<Option<(i32, Vec<u8>, Vec<u8>)>> {
+    fn spawn_wait(&self, exe: &str, args: &[&str]) -> std::io::Result<Option<Finished>> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
