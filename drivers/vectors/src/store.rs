@@ -178,6 +178,22 @@ impl Collection {
             metadata: Vec::new(),
             meta_bytes: 0,
         };
+        // Reserve once for everything the segments add (one allocation, huge-page backed).
+        // Bounded by the real file sizes, so a damaged manifest cannot ask for huge memory.
+        let row_bytes = 8 + 4 * manifest.dim as u64;
+        let reserve: u64 = manifest
+            .segments
+            .iter()
+            .filter(|r| r.kind == SegmentKind::Add && !r.file.contains('/'))
+            .map(|r| {
+                let on_disk = fs::metadata(dir.join(&r.file)).map_or(0, |m| m.len());
+                r.count.min(on_disk / row_bytes)
+            })
+            .sum();
+        let reserve = usize::try_from(reserve).unwrap_or(0);
+        c.index.reserve(reserve);
+        c.ids.reserve(reserve);
+        c.rows.reserve(reserve);
         let mut listed = HashSet::new();
         for r in &manifest.segments {
             if r.file.contains('/') || r.file.starts_with('.') {
