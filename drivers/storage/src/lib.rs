@@ -384,6 +384,15 @@ pub trait Storage: Send + Sync {
         let md = fs::metadata(src).map_err(|e| StorageError::io("read import source", src, e))?;
         let _g = self.op_lock();
         let model_dir = self.dataset_path(Dataset::Models).join(name);
+        // Copying a tree into itself never ends.
+        let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        if md.is_dir() && canon(&self.dataset_path(Dataset::Models)).starts_with(canon(src)) {
+            return Err(StorageError::InvalidName {
+                what: "import source",
+                value: src.display().to_string(),
+                expected: "a file or directory outside the models dataset",
+            });
+        }
         let from_snaps = self
             .list_snapshots(Some(Dataset::Models))?
             .into_iter()
@@ -529,6 +538,15 @@ pub trait Storage: Send + Sync {
             removed_versions,
             bytes,
         })
+    }
+
+    /// Record a job checkpoint: snapshot the checkpoints dataset as `<job>-<label>`.
+    /// The job writes into `dataset_path(Checkpoints)/<job>/` first.
+    fn checkpoint(&self, job: &str, label: &str) -> Result<SnapshotInfo> {
+        validate_model_name(job)?;
+        let name = format!("{job}-{label}");
+        validate_snapshot_name(&name)?;
+        self.snapshot(Dataset::Checkpoints, &name, false)
     }
 
     /// Start a scrub when the schedule says one is due; returns whether it started.

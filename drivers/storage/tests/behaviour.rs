@@ -307,6 +307,16 @@ fn bad_input_gives_clear_errors_and_keeps_data(env: Env) {
         .import_model(&env.scratch().join("missing"), "m", &mut |_, _| {})
         .unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
+    let e = s.import_model(&m, "loop", &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("outside the models dataset"), "{e}");
+    let ck = s.dataset_path(Dataset::Checkpoints);
+    write(&ck.join("job7/state"), b"s");
+    let c = s.checkpoint("job7", "step-10").unwrap();
+    assert_eq!(
+        (c.dataset, c.name.as_str(), c.keep),
+        (Dataset::Checkpoints, "job7-step-10", false)
+    );
+    assert!(s.checkpoint("job 7", "x").is_err());
     let e = s
         .import_model(&env.scratch(), "../evil", &mut |_, _| {})
         .unwrap_err();
@@ -317,7 +327,7 @@ fn bad_input_gives_clear_errors_and_keeps_data(env: Env) {
     let rep = s.ensure().unwrap();
     assert!(rep.created.is_empty(), "{rep:?}");
     assert_eq!(fs::read(m.join("keepme.txt")).unwrap(), b"precious");
-    assert_eq!(s.list_snapshots(None).unwrap().len(), 1);
+    assert_eq!(s.list_snapshots(None).unwrap().len(), 2);
 }
 
 macro_rules! behaviour_suite {

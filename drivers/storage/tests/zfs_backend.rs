@@ -355,3 +355,46 @@ fn test_pool_is_destroyed_on_drop() {
             .any(|l| l == name)
     );
 }
+
+#[test]
+fn busy_dataset_is_a_typed_error_from_real_zfs() {
+    let env = zfs_env();
+    let pool = env.pool.as_ref().unwrap();
+    env.storage
+        .snapshot(Dataset::Checkpoints, "c1", false)
+        .unwrap();
+    let full = format!("{}/kiln/checkpoints@c1", pool.name);
+    pool.zfs(&["hold", "job-9", &full]);
+    // Straight through the wrapper, bypassing the backend's own protection check.
+    let cmd = kiln_storage::ZfsCmd::new("zfs", "zpool");
+    let e = cmd
+        .run(kiln_storage::zfscmd::Tool::Zfs, &["destroy", &full])
+        .unwrap_err();
+    match &e {
+        StorageError::Busy {
+            target,
+            command,
+            stderr,
+        } => {
+            assert_eq!(target, &full);
+            assert!(command.starts_with("zfs destroy"), "{command}");
+            assert!(stderr.contains("busy"), "{stderr}");
+        }
+        other => panic!("{other}"),
+    }
+    // Through the backend the hold is seen first and reported as such.
+    let e = env
+        .storage
+        .destroy_snapshot(Dataset::Checkpoints, "c1")
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageError::SnapshotProtected { ref reason, .. } if reason.contains("held")),
+        "{e}"
+    );
+    env.storage
+        .release(Dataset::Checkpoints, "c1", "job-9")
+        .unwrap();
+    env.storage
+        .destroy_snapshot(Dataset::Checkpoints, "c1")
+        .unwrap();
+}
