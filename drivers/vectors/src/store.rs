@@ -20,6 +20,9 @@ use crate::index::{FlatIndex, Metric, Quantisation};
 use crate::pool::{PoolConfig, SearchPool};
 use crate::segment::{self, MANIFEST, MANIFEST_FORMAT, Manifest, Segment, SegmentKind, SegmentRef};
 
+/// Most vectors one collection holds (rows are addressed with 32 bits).
+pub const MAX_ROWS: u64 = u32::MAX as u64;
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hit {
@@ -529,6 +532,12 @@ impl VectorStore {
                 what: "metadata entries",
                 expected: ids.len(),
                 got: m.len(),
+            });
+        }
+        if (c.ids.len() as u64).saturating_add(ids.len() as u64) > MAX_ROWS {
+            return Err(VectorError::Full {
+                name: name.to_owned(),
+                limit: MAX_ROWS,
             });
         }
         let mut seen = HashSet::with_capacity(ids.len());
