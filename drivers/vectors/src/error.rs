@@ -57,7 +57,9 @@ pub enum VectorError {
     )]
     ZeroVector { index: usize },
 
-    #[error("collection `{name}` would exceed {limit} vectors: split the data over several collections")]
+    #[error(
+        "collection `{name}` would exceed {limit} vectors: split the data over several collections"
+    )]
     Full { name: String, limit: u64 },
 
     #[error("invalid benchmark options: {0}")]

@@ -163,6 +163,19 @@ impl Collection {
             + self.meta_bytes
     }
 
+    /// Steady-state bytes per vector without metadata text: f32 row, int8 codes and norm,
+    /// id, hash-map entry, metadata slot.
+    fn bytes_per_vector(&self) -> usize {
+        let dim = self.manifest.dim;
+        let codes = match self.manifest.quantisation {
+            Quantisation::Int8 => {
+                dim.div_ceil(crate::kernels::CODE_ALIGN) * crate::kernels::CODE_ALIGN + 4
+            }
+            Quantisation::None => 0,
+        };
+        dim * 4 + codes + 8 + 14 + std::mem::size_of::<Option<String>>()
+    }
+
     fn load(dir: &Path) -> Result<Collection> {
         let manifest = segment::read_manifest(dir)?;
         let mpath = dir.join(MANIFEST);
@@ -649,6 +662,22 @@ impl VectorStore {
     /// Memory held by one collection; reserve this in the UMA budget.
     pub fn memory_bytes(&self, name: &str) -> Result<usize> {
         Ok(self.stats(name)?.memory_bytes)
+    }
+
+    /// Memory an add of `count` vectors (with `metadata_bytes` of metadata in total) will
+    /// take, for admission against the UMA budget before calling [`VectorStore::add`].
+    /// Steady-state cost; a growth step may briefly hold the old and new buffers.
+    pub fn estimate_add_bytes(
+        &self,
+        name: &str,
+        count: usize,
+        metadata_bytes: usize,
+    ) -> Result<usize> {
+        let col = self.get(name)?;
+        let c = col.read().unwrap_or_else(|e| e.into_inner());
+        Ok(count
+            .saturating_mul(c.bytes_per_vector())
+            .saturating_add(metadata_bytes))
     }
 
     /// Memory held by all collections.

@@ -84,6 +84,16 @@ fn lifecycle_and_persistence_across_reopen() {
         );
         assert!(info.memory_bytes >= 199 * DIM * 4);
         assert_eq!(s.memory_bytes("docs").unwrap(), info.memory_bytes);
+        let per = if quant == Quantisation::Int8 {
+            DIM * 4 + 64 + 4
+        } else {
+            DIM * 4
+        };
+        let est = s.estimate_add_bytes("docs", 1000, 5000).unwrap();
+        assert!(
+            est >= 1000 * per + 5000 && est <= 1000 * (per + 64) + 5000,
+            "{est}"
+        );
         assert_eq!(info.segments, 3);
         drop(s);
 
