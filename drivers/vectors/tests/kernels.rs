@@ -38,13 +38,15 @@ fn f32_scores_match_reference_on_odd_shapes() {
         for &dim in &[
             1usize, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 127, 384, 385,
         ] {
-            for &nq in &[1usize, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 17] {
+            for &nq in &[1usize, 3, 4, 5, 8, 9, 12, 17] {
                 for &n in &[1usize, 2, 3, 5, 17] {
                     let q = gaussian(nq, dim, (dim * 1000 + nq) as u64);
                     let x = gaussian(n, dim, (dim * 7 + n) as u64 + 99);
                     for kind in [Kind::Dot, Kind::L2] {
                         let mut out = vec![f32::NAN; nq * n];
                         kernels::scores(isa, kind, &q, &x, dim, &mut out);
+                        let mut scalar = vec![f32::NAN; nq * n];
+                        kernels::scores(Isa::Scalar, kind, &q, &x, dim, &mut scalar);
                         for qi in 0..nq {
                             for r in 0..n {
                                 let (want, mag) = reference(
@@ -53,6 +55,11 @@ fn f32_scores_match_reference_on_odd_shapes() {
                                     &x[r * dim..(r + 1) * dim],
                                 );
                                 let got = out[qi * n + r] as f64;
+                                let sc = scalar[qi * n + r] as f64;
+                                assert!(
+                                    (got - sc).abs() <= 1e-5 * (mag + 1.0),
+                                    "{isa} vs scalar {kind:?} dim={dim} nq={nq} n={n}: {got} vs {sc}"
+                                );
                                 assert!(
                                     (got - want).abs() <= 1e-5 * (mag + 1.0),
                                     "{isa} {kind:?} dim={dim} nq={nq} n={n} q={qi} r={r}: got {got}, want {want}"
@@ -234,7 +241,7 @@ fn int8_search_reranks_to_exact_scores() {
 #[test]
 fn int8_recall_at_10_is_high() {
     let pool = SearchPool::new(PoolConfig::threads(1)).unwrap();
-    let (n, dim, nq, k) = (20_000, 96, 40, 10);
+    let (n, dim, nq, k) = (10_000, 96, 30, 10);
     for isa in levels() {
         for metric in [Metric::InnerProduct, Metric::Cosine, Metric::L2] {
             let mut data = gaussian(n, dim, 5);
