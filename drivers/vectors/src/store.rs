@@ -227,16 +227,27 @@ impl Collection {
                     vectors,
                     metadata,
                 } => {
-                    if let Some(id) = ids.iter().find(|id| c.rows.contains_key(id)) {
-                        return Err(VectorError::corrupt(&path, format!("id {id} added twice")));
+                    let mut seen = HashSet::with_capacity(ids.len());
+                    if let Some(id) = ids
+                        .iter()
+                        .find(|id| c.rows.contains_key(id) || !seen.insert(**id))
+                    {
+                        return Err(VectorError::corrupt(
+                            &path,
+                            format!("id {id} added more than once"),
+                        ));
                     }
                     c.apply_add(&ids, &vectors, metadata)?;
                 }
                 Segment::Delete { ids } => {
-                    if let Some(id) = ids.iter().find(|id| !c.rows.contains_key(id)) {
+                    let mut seen = HashSet::with_capacity(ids.len());
+                    if let Some(id) = ids
+                        .iter()
+                        .find(|id| !c.rows.contains_key(id) || !seen.insert(**id))
+                    {
                         return Err(VectorError::corrupt(
                             &path,
-                            format!("delete of unknown id {id}"),
+                            format!("delete of unknown or repeated id {id}"),
                         ));
                     }
                     c.apply_delete(&ids);
@@ -317,9 +328,19 @@ impl Collection {
             bytes: bytes.len() as u64,
             crc32: crc32fast::hash(&bytes[..bytes.len() - 4]),
         });
+        self.write_manifest(next, &file)
+    }
+
+    /// Commits `next` as the manifest. If writing fails but the new manifest is visible
+    /// anyway (the rename happened, a later fsync failed), the disk already holds the
+    /// change, so memory follows it; otherwise the new segment `file` is removed.
+    fn write_manifest(&mut self, next: Manifest, file: &str) -> Result<()> {
         if let Err(e) = segment::write_manifest(&self.dir, &next) {
-            let _ = fs::remove_file(self.dir.join(&file));
-            return Err(e);
+            let visible = segment::read_manifest(&self.dir).is_ok_and(|m| m == next);
+            if !visible {
+                let _ = fs::remove_file(self.dir.join(file));
+                return Err(e);
+            }
         }
         self.manifest = next;
         Ok(())
@@ -346,12 +367,9 @@ impl Collection {
             bytes: bytes.len() as u64,
             crc32: crc32fast::hash(&bytes[..bytes.len() - 4]),
         }];
-        if let Err(e) = segment::write_manifest(&self.dir, &next) {
-            let _ = fs::remove_file(self.dir.join(&file));
-            return Err(e);
-        }
-        let old = std::mem::replace(&mut self.manifest, next);
-        for s in old.segments {
+        let old = self.manifest.segments.clone();
+        self.write_manifest(next, &file)?;
+        for s in old {
             let _ = fs::remove_file(self.dir.join(s.file));
         }
         Ok(())
