@@ -412,29 +412,33 @@ fn many_small_adds_compact_automatically() {
 
 #[test]
 fn searches_with_several_threads_match_one_thread() {
-    let dir1 = TempDir::new("t1");
-    let dir2 = TempDir::new("t2");
-    let s1 = filled(dir1.path(), Metric::InnerProduct, Quantisation::None);
-    let s2 = VectorStore::open_with(
-        dir2.path(),
-        StoreOptions {
-            pool: kiln_vectors::PoolConfig::threads(3),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(s2.pool().threads(), 3);
-    s2.create("docs", DIM, Metric::InnerProduct, Quantisation::None)
+    for quant in [Quantisation::None, Quantisation::Int8] {
+        let dir1 = TempDir::new("t1");
+        let dir2 = TempDir::new("t2");
+        let s1 = filled(dir1.path(), Metric::InnerProduct, quant);
+        let s2 = VectorStore::open_with(
+            dir2.path(),
+            StoreOptions {
+                pool: kiln_vectors::PoolConfig::threads(3),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    let ids: Vec<u64> = (100..300).collect();
-    s2.add("docs", &ids, &gaussian(200, DIM, 3), None).unwrap();
-    let q = gaussian(20, DIM, 1);
-    let a = s1.search("docs", &q, 7).unwrap();
-    let b = s2.search("docs", &q, 7).unwrap();
-    for (x, y) in a.iter().zip(&b) {
-        let xi: Vec<(u64, f32)> = x.iter().map(|h| (h.id, h.score)).collect();
-        let yi: Vec<(u64, f32)> = y.iter().map(|h| (h.id, h.score)).collect();
-        assert_eq!(xi, yi);
+        assert_eq!(s2.pool().threads(), 3);
+        s2.create("docs", DIM, Metric::InnerProduct, quant).unwrap();
+        let ids: Vec<u64> = (100..300).collect();
+        s2.add("docs", &ids, &gaussian(200, DIM, 3), None).unwrap();
+        let q = gaussian(20, DIM, 1);
+        // 1 and 20 queries: single-query and blocked paths.
+        for nq in [1, 20] {
+            let a = s1.search("docs", &q[..nq * DIM], 7).unwrap();
+            let b = s2.search("docs", &q[..nq * DIM], 7).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                let xi: Vec<(u64, f32)> = x.iter().map(|h| (h.id, h.score)).collect();
+                let yi: Vec<(u64, f32)> = y.iter().map(|h| (h.id, h.score)).collect();
+                assert_eq!(xi, yi, "{quant:?} nq={nq}");
+            }
+        }
     }
 }
 
