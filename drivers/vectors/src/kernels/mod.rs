@@ -150,9 +150,9 @@ pub(crate) const GROUP_ROWS: usize = 1;
 /// Scores every query against every row.
 ///
 /// `queries` holds `nq` vectors and `rows` holds `n` vectors, each `dim` floats, row-major.
-/// Writes `out[q * n + r]`. Queries are processed in groups so each database row is read
-/// from memory once per group, and the caller tiles `rows` so a tile stays in cache while
-/// all groups pass over it.
+/// Writes `out[q * n + r]`. Queries are processed in groups of 8 (then 4, then singly):
+/// each row is loaded once and, while it sits in L1, every group scores it, so one pass
+/// over memory serves all the queries.
 ///
 /// Panics only on a programming error (slice lengths that do not match `dim`).
 pub fn scores(isa: Isa, kind: Kind, queries: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
