@@ -103,6 +103,7 @@ impl DirBackend {
             held: meta.as_ref().is_some_and(|m| !m.holds.is_empty()),
             holds: meta.as_ref().map(|m| m.holds.clone()).unwrap_or_default(),
             managed: meta.is_some(),
+            used_bytes: None,
         })
     }
 

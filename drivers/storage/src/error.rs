@@ -75,6 +75,17 @@ pub enum StorageError {
     )]
     Timeout { command: String, seconds: u64 },
 
+    #[error(
+        "creating `{dataset}` would mount it at {mountpoint:?}, inside the zfs-fuse mount \
+         {parent_mount:?}, and zfs-fuse deadlocks on nested mounts; unmount that dataset and \
+         `zfs set canmount=off` on it (or give it a mountpoint elsewhere), then restart kilnd"
+    )]
+    NestedFuseMount {
+        dataset: String,
+        mountpoint: PathBuf,
+        parent_mount: PathBuf,
+    },
+
     #[error("`{command}` failed (exit {status}): {stderr}")]
     CommandFailed {
         command: String,

@@ -91,6 +91,8 @@ pub struct SnapshotInfo {
     pub holds: Vec<String>,
     /// Created by kiln; anything else is never destroyed.
     pub managed: bool,
+    /// Space only this snapshot holds (ZFS `used`); None for the dir backend.
+    pub used_bytes: Option<u64>,
 }
 
 /// One property of one dataset: requested by the profile, in effect now, and why they differ.
@@ -149,12 +151,26 @@ pub struct StorageStatus {
 pub struct PruneReport {
     pub dataset: Option<Dataset>,
     /// Kept by the grid, with the rules that keep each.
-    pub kept: Vec<(String, Vec<String>)>,
+    pub kept: Vec<KeptSnapshot>,
     /// Outside the rotation: keep-marked, held, or not created by kiln.
-    pub protected: Vec<(String, String)>,
+    pub protected: Vec<SkippedSnapshot>,
     pub removed: Vec<String>,
     /// Could not be removed (e.g. became busy); left in place.
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<SkippedSnapshot>,
+}
+
+/// A snapshot the retention grid keeps, with the rules that keep it (`last 3`, `daily 1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptSnapshot {
+    pub name: String,
+    pub reasons: Vec<String>,
+}
+
+/// A snapshot prune left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedSnapshot {
+    pub name: String,
+    pub reason: String,
 }
 
 /// Result of `rollback()`.
@@ -346,18 +362,27 @@ pub trait Storage: Send + Sync {
                 None
             };
             match why {
-                Some(w) => report.protected.push((s.name.clone(), w.to_string())),
+                Some(w) => report.protected.push(SkippedSnapshot {
+                    name: s.name.clone(),
+                    reason: w.to_string(),
+                }),
                 None => rotation.push((s.name.clone(), s.created)),
             }
         }
         for d in retention::plan(&rotation, &self.config().retention, now) {
             if !d.reasons.is_empty() {
-                report.kept.push((d.name, d.reasons));
+                report.kept.push(KeptSnapshot {
+                    name: d.name,
+                    reasons: d.reasons,
+                });
                 continue;
             }
             match self.destroy_snapshot(ds, &d.name) {
                 Ok(()) => report.removed.push(d.name),
-                Err(e) => report.failed.push((d.name, e.to_string())),
+                Err(e) => report.failed.push(SkippedSnapshot {
+                    name: d.name,
+                    reason: e.to_string(),
+                }),
             }
         }
         tracing::info!(dataset = %ds, removed = report.removed.len(), kept = report.kept.len(),

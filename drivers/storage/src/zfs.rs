@@ -128,9 +128,11 @@ impl ZfsBackend {
 
     fn snapshot_rows(&self, ds: Dataset) -> Result<Vec<SnapshotInfo>> {
         let name = self.zfs_name(ds);
-        let rows = self
-            .cmd
-            .get(&["creation", "userrefs", CREATED, KEEP], &[&name], true)?;
+        let rows = self.cmd.get(
+            &["creation", "userrefs", "used", CREATED, KEEP],
+            &[&name],
+            true,
+        )?;
         let prefix = format!("{name}@");
         let mut by: BTreeMap<String, BTreeMap<String, PropRow>> = BTreeMap::new();
         for r in rows.into_iter().filter(|r| r.name.starts_with(&prefix)) {
@@ -158,6 +160,7 @@ impl ZfsBackend {
                     > 0,
                 holds: Vec::new(),
                 managed: kiln_created.is_some(),
+                used_bytes: get("used").and_then(|(v, _)| v.parse().ok()),
             });
         }
         Ok(out)
@@ -209,6 +212,31 @@ impl ZfsBackend {
                 detail,
             }
         })
+    }
+
+    /// zfs-fuse deadlocks when a dataset mounts inside another zfs-fuse mount; refuse to
+    /// create one where that would happen (mounts read from `<proc_root>/proc/mounts`).
+    fn refuse_nested_fuse_mount(&self, base: &str, ds: Dataset) -> Result<()> {
+        let parent = self.props_of(base, &["mountpoint"])?;
+        let Some(mp) = parent.get("mountpoint").map(|r| r.value.clone()) else {
+            return Ok(());
+        };
+        if !mp.starts_with('/') {
+            return Ok(()); // none or legacy: the child will not mount
+        }
+        let target = Path::new(&mp).join(ds.name());
+        let mounts = fuse_zfs_mounts(&self.config.proc_root);
+        match mounts
+            .iter()
+            .find(|m| target.starts_with(m) && target != **m)
+        {
+            Some(m) => Err(StorageError::NestedFuseMount {
+                dataset: self.zfs_name(ds),
+                mountpoint: target.clone(),
+                parent_mount: m.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn destroy_with_retry(&self, target: &str) -> Result<()> {
@@ -287,6 +315,7 @@ impl Storage for ZfsBackend {
                 }
             }
             if !self.exists(&name)? {
+                self.refuse_nested_fuse_mount(&base, ds)?;
                 let mut args: Vec<String> = vec!["create".into()];
                 for p in &plan {
                     if p.property == "quota" && p.effective == "none" {
@@ -621,9 +650,55 @@ impl Storage for ZfsBackend {
     }
 }
 
+/// Mount points of type `fuse.zfs` in `<proc_root>/proc/mounts` (octal escapes decoded).
+fn fuse_zfs_mounts(proc_root: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(proc_root.join("proc/mounts")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[2] == "fuse.zfs").then(|| PathBuf::from(unescape_mount(f[1])))
+        })
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_fuse_zfs_mounts() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("proc")).unwrap();
+        std::fs::write(
+            t.path().join("proc/mounts"),
+            "tank /tank fuse.zfs rw 0 0\nkstat /zfs-kstat fuse rw 0 0\nt2 /my\\040pool fuse.zfs rw 0 0\n/dev/vda / ext4 rw 0 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            fuse_zfs_mounts(t.path()),
+            [PathBuf::from("/tank"), PathBuf::from("/my pool")]
+        );
+        assert!(fuse_zfs_mounts(&t.path().join("none")).is_empty());
+    }
 
     #[test]
     fn value_comparison_uses_bytes() {

@@ -227,7 +227,7 @@ fn prune_keeps_what_the_grid_says(env: Env) {
     let r = s.prune(Dataset::Checkpoints, now).unwrap();
     // keep_last 1 -> t0905; hourly 2 -> t0905 (09h), t0840 (08h);
     // daily 2 -> t0905 (today), y11 (yesterday).
-    let mut kept: Vec<_> = r.kept.iter().map(|(n, _)| n.as_str()).collect();
+    let mut kept: Vec<_> = r.kept.iter().map(|k| k.name.as_str()).collect();
     kept.sort();
     assert_eq!(kept, ["t0840", "t0905", "y11"]);
     let mut removed: Vec<_> = r.removed.iter().map(String::as_str).collect();
@@ -242,7 +242,7 @@ fn prune_keeps_what_the_grid_says(env: Env) {
         .collect();
     left.sort();
     assert_eq!(left, ["t0840", "t0905", "y11"]);
-    let why = &r.kept.iter().find(|(n, _)| n == "y11").unwrap().1;
+    let why = &r.kept.iter().find(|k| k.name == "y11").unwrap().reasons;
     assert!(why.iter().any(|w| w.starts_with("daily")), "{why:?}");
 }
 
@@ -269,7 +269,7 @@ fn held_and_keep_survive_prune(env: Env) {
     let mut removed = r.removed.clone();
     removed.sort();
     assert_eq!(removed, ["a", "d"]);
-    let prot: Vec<_> = r.protected.iter().map(|(n, _)| n.as_str()).collect();
+    let prot: Vec<_> = r.protected.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(prot, ["b", "c"]);
 
     s.release(Dataset::Logs, "c", "job-42").unwrap();

@@ -145,7 +145,10 @@ fn drift_is_corrected_and_reported_and_foreign_things_survive() {
     assert!(r.removed.is_empty());
     assert_eq!(
         r.protected,
-        [("operator".to_string(), "not created by kiln".to_string())]
+        [kiln_storage::SkippedSnapshot {
+            name: "operator".into(),
+            reason: "not created by kiln".into()
+        }]
     );
     assert!(matches!(
         env.storage
@@ -397,4 +400,39 @@ fn busy_dataset_is_a_typed_error_from_real_zfs() {
     env.storage
         .destroy_snapshot(Dataset::Checkpoints, "c1")
         .unwrap();
+}
+
+#[test]
+fn refuses_to_nest_a_dataset_inside_a_zfs_fuse_mount() {
+    let pool = TestPool::new();
+    // A recorded mount table saying the pool root is mounted through zfs-fuse.
+    let proc_dir = pool.dir.path().join("rec/proc");
+    fs::create_dir_all(&proc_dir).unwrap();
+    fs::write(
+        proc_dir.join("mounts"),
+        format!("{} {} fuse.zfs rw 0 0\n", pool.name, pool.mnt().display()),
+    )
+    .unwrap();
+    let cfg = StorageConfig {
+        backend: BackendKind::Zfs,
+        pool: pool.name.clone(),
+        proc_root: pool.dir.path().join("rec"),
+        ..StorageConfig::default()
+    };
+    let e = kiln_storage::open(&cfg).err().expect("must refuse");
+    match &e {
+        StorageError::NestedFuseMount {
+            dataset,
+            mountpoint,
+            parent_mount,
+        } => {
+            assert_eq!(dataset, &format!("{}/kiln/models", pool.name));
+            assert_eq!(mountpoint, &pool.mnt().join("kiln/models"));
+            assert_eq!(parent_mount, &pool.mnt());
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("canmount=off"), "{e}");
+    let list = pool.zfs(&["list", "-H", "-o", "name", "-r", &pool.name]);
+    assert!(!list.contains("kiln/models"), "{list}");
 }
