@@ -407,6 +407,13 @@ pub trait Storage: Send + Sync {
     ) -> Result<ModelImport> {
         validate_model_name(name)?;
         let md = fs::metadata(src).map_err(|e| StorageError::io("read import source", src, e))?;
+        // A symlinked source imports what it points to, under the link's own name.
+        let file_name = src
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "model".into());
+        let src = &fs::canonicalize(src)
+            .map_err(|e| StorageError::io("resolve import source", src, e))?;
         let _g = self.op_lock();
         let model_dir = self.dataset_path(Dataset::Models).join(name);
         // Copying a tree into itself never ends.
@@ -439,17 +446,12 @@ pub trait Storage: Send + Sync {
         let copied = if md.is_dir() {
             fsutil::copy_tree(src, &staging, fsutil::CopyMode::Independent, progress)
         } else {
-            let file_name = src.file_name().ok_or_else(|| StorageError::InvalidName {
-                what: "import source",
-                value: src.display().to_string(),
-                expected: "a file or directory path",
-            })?;
             fs::create_dir(&staging)
                 .map_err(|e| StorageError::io("create directory", &staging, e))
                 .and_then(|_| {
                     fsutil::copy_tree(
                         src,
-                        &staging.join(file_name),
+                        &staging.join(&file_name),
                         fsutil::CopyMode::Independent,
                         progress,
                     )

@@ -60,9 +60,11 @@ fn import_creates_versions_and_snapshots(env: Env) {
         bytes(1, 3 << 20)
     );
 
-    let file = env.scratch().join("model.onnx");
+    let file = env.scratch().join("real.onnx");
     write(&file, &bytes(2, 1000));
-    let imp2 = s.import_model(&file, "resnet", &mut |_, _| {}).unwrap();
+    let link = env.scratch().join("model.onnx");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let imp2 = s.import_model(&link, "resnet", &mut |_, _| {}).unwrap();
     assert_eq!(imp2.version, 2);
     assert_eq!(
         fs::read(models.join("resnet/2/model.onnx")).unwrap(),
