@@ -86,6 +86,13 @@ pub enum StorageError {
         parent_mount: PathBuf,
     },
 
+    #[error(
+        "dataset `{dataset}` is not mounted ({detail}); kiln needs it mounted: \
+         `zfs inherit mountpoint {dataset}` or `zfs set mountpoint=/path {dataset}`, \
+         `zfs set canmount=on {dataset}`, then `zfs mount {dataset}`"
+    )]
+    NotMounted { dataset: String, detail: String },
+
     #[error("`{command}` failed (exit {status}): {stderr}")]
     CommandFailed {
         command: String,

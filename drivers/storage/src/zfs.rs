@@ -224,19 +224,49 @@ impl ZfsBackend {
         if !mp.starts_with('/') {
             return Ok(()); // none or legacy: the child will not mount
         }
-        let target = Path::new(&mp).join(ds.name());
+        self.check_not_nested(&self.zfs_name(ds), &Path::new(&mp).join(ds.name()))
+    }
+
+    fn check_not_nested(&self, dataset: &str, target: &Path) -> Result<()> {
         let mounts = fuse_zfs_mounts(&self.config.proc_root);
         match mounts
             .iter()
-            .find(|m| target.starts_with(m) && target != **m)
+            .find(|m| target.starts_with(m) && target != *m)
         {
             Some(m) => Err(StorageError::NestedFuseMount {
-                dataset: self.zfs_name(ds),
-                mountpoint: target.clone(),
+                dataset: dataset.to_string(),
+                mountpoint: target.to_path_buf(),
                 parent_mount: m.clone(),
             }),
             None => Ok(()),
         }
+    }
+
+    /// Make sure `name` is mounted at an absolute path (writes must land in the dataset,
+    /// never in the directory underneath); mount it if needed. Returns the mountpoint.
+    fn ensure_mounted(&self, name: &str) -> Result<PathBuf> {
+        let props = self.props_of(name, &["mountpoint", "mounted"])?;
+        let value = |k: &str| props.get(k).map(|r| r.value.clone()).unwrap_or_default();
+        let mp = value("mountpoint");
+        if !mp.starts_with('/') {
+            return Err(StorageError::NotMounted {
+                dataset: name.to_string(),
+                detail: format!("its mountpoint is `{mp}`"),
+            });
+        }
+        if value("mounted") != "yes" {
+            self.check_not_nested(name, Path::new(&mp))?;
+            self.cmd.run(Tool::Zfs, &["mount", name])?;
+            tracing::info!(dataset = name, mountpoint = %mp, "mounted dataset");
+            let again = self.props_of(name, &["mounted"])?;
+            if again.get("mounted").is_none_or(|r| r.value != "yes") {
+                return Err(StorageError::NotMounted {
+                    dataset: name.to_string(),
+                    detail: "`zfs mount` succeeded but it is still not mounted".into(),
+                });
+            }
+        }
+        Ok(PathBuf::from(mp))
     }
 
     fn destroy_with_retry(&self, target: &str) -> Result<()> {
@@ -351,12 +381,7 @@ impl Storage for ZfsBackend {
                     report.corrections.push(msg);
                 }
             }
-            let mp = self.props_of(&name, &["mountpoint"])?;
-            let mp = mp
-                .get("mountpoint")
-                .map(|r| PathBuf::from(&r.value))
-                .unwrap_or_else(|| PathBuf::from(format!("/{name}")));
-            mounts.insert(ds, mp);
+            mounts.insert(ds, self.ensure_mounted(&name)?);
             plans.insert(ds, plan);
         }
         let mut st = self.st();

@@ -436,3 +436,38 @@ fn refuses_to_nest_a_dataset_inside_a_zfs_fuse_mount() {
     let list = pool.zfs(&["list", "-H", "-o", "name", "-r", &pool.name]);
     assert!(!list.contains("kiln/models"), "{list}");
 }
+
+#[test]
+fn unmounted_dataset_is_remounted_and_unmountable_one_is_refused() {
+    let env = zfs_env();
+    let pool = env.pool.as_ref().unwrap();
+    let emb = format!("{}/kiln/embeddings", pool.name);
+    write(
+        &env.storage.dataset_path(Dataset::Embeddings).join("c.vec"),
+        b"vectors",
+    );
+    pool.zfs(&["unmount", &emb]);
+    assert!(
+        !env.storage
+            .dataset_path(Dataset::Embeddings)
+            .join("c.vec")
+            .exists()
+    );
+    env.storage.ensure().unwrap();
+    let p = env.storage.dataset_path(Dataset::Embeddings).join("c.vec");
+    assert_eq!(fs::read(p).unwrap(), b"vectors");
+
+    pool.zfs(&["set", "mountpoint=none", &emb]);
+    match env.storage.ensure().unwrap_err() {
+        StorageError::NotMounted { dataset, detail } => {
+            assert_eq!(dataset, emb);
+            assert!(detail.contains("none"), "{detail}");
+        }
+        other => panic!("{other}"),
+    }
+    // Nothing was lost: put the mountpoint back and the data is there.
+    pool.zfs(&["inherit", "mountpoint", &emb]);
+    env.storage.ensure().unwrap();
+    let p = env.storage.dataset_path(Dataset::Embeddings).join("c.vec");
+    assert_eq!(fs::read(p).unwrap(), b"vectors");
+}
