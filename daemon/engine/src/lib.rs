@@ -11,6 +11,7 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod models;
 pub mod state;
 
 pub use auth::{Action, Authority, Caller, GroupAuthority};

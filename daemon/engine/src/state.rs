@@ -27,6 +27,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_time ON audit(time);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: measured throughput per (model, version, device), reused while the weights size matches.
+    "CREATE TABLE model_calibration (
+        model TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        weights_bytes INTEGER NOT NULL,
+        per_second REAL NOT NULL,
+        measured_at TEXT NOT NULL,
+        PRIMARY KEY (model, version, device)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,288 @@
+//! The per-model scheduler: a queue served by a dedicated pool of worker threads (one per
+//! pooled infer request), so OpenVINO's blocking calls never run on the async workers. With
+//! batching on, a worker gathers compatible queued requests (same input shapes after
+//! dimension 0) up to the max batch, capped by the free UMA budget, waiting at most the max
+//! queue delay, runs them as one inference and splits the outputs. Touches the compiled
+//! model and the budget ledger only.
+
+use super::stats::Stats;
+use crate::budget::Ledger;
+use kiln_openvino::{CompiledModel, OvError, Tensor};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Outputs of one request, in model order.
+pub type Outputs = Result<Vec<(String, Tensor)>, OvError>;
+
+struct Job {
+    inputs: Vec<(String, Tensor)>,
+    samples: u64,
+    enqueued: Instant,
+    reply: oneshot::Sender<Outputs>,
+}
+
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    cv: Condvar,
+    closed: AtomicBool,
+}
+
+struct Shared {
+    compiled: Arc<CompiledModel>,
+    queue: Queue,
+    stats: Arc<Stats>,
+    ledger: Ledger,
+    max_batch: usize,
+    delay: Duration,
+}
+
+/// Batching settings in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_batch: usize,
+    pub max_queue_delay: Duration,
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    /// Start `compiled.pool_size()` workers.
+    pub fn start(
+        label: &str,
+        compiled: Arc<CompiledModel>,
+        stats: Arc<Stats>,
+        ledger: Ledger,
+        batching: Batching,
+    ) -> Result<Scheduler, String> {
+        let n = compiled.pool_size().max(1);
+        let shared = Arc::new(Shared {
+            compiled,
+            queue: Queue {
+                jobs: Mutex::new(VecDeque::new()),
+                cv: Condvar::new(),
+                closed: AtomicBool::new(false),
+            },
+            stats,
+            ledger,
+            max_batch: batching.max_batch.max(1),
+            delay: batching.max_queue_delay,
+        });
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("infer-{i}"))
+                .spawn(move || worker(&s))
+                .map_err(|e| format!("cannot start inference worker {i} for {label}: {e}"))?;
+            workers.push(h);
+        }
+        Ok(Scheduler {
+            shared,
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Queue a request; the receiver gets the outputs.
+    pub fn submit(
+        &self,
+        inputs: Vec<(String, Tensor)>,
+        samples: u64,
+    ) -> Result<oneshot::Receiver<Outputs>, String> {
+        let (tx, rx) = oneshot::channel();
+        let mut q = self.lock();
+        if self.shared.queue.closed.load(Ordering::Acquire) {
+            return Err("the model is being unloaded".into());
+        }
+        q.push_back(Job {
+            inputs,
+            samples,
+            enqueued: Instant::now(),
+            reply: tx,
+        });
+        drop(q);
+        self.shared.queue.cv.notify_one();
+        Ok(rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.shared
+            .queue
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuse new work, let the workers finish what is queued, and join them (blocking).
+    pub fn shutdown(&self) {
+        {
+            let _q = self.lock();
+            self.shared.queue.closed.store(true, Ordering::Release);
+        }
+        self.shared.queue.cv.notify_all();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn compatible(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().zip(&b.inputs).all(|((na, ta), (nb, tb))| {
+            na == nb
+                && ta.dtype == tb.dtype
+                && ta.shape.len() == tb.shape.len()
+                && !ta.shape.is_empty()
+                && ta.shape[1..] == tb.shape[1..]
+        })
+}
+
+fn worker(s: &Shared) {
+    loop {
+        let mut q = s.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let first = loop {
+            if let Some(j) = q.pop_front() {
+                break j;
+            }
+            if s.queue.closed.load(Ordering::Acquire) {
+                return;
+            }
+            q = s.queue.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        };
+        let mut batch = vec![first];
+        if s.max_batch > 1 {
+            // Cap by what the free budget can hold (inputs + outputs, roughly 2x input bytes).
+            let per_sample = batch[0]
+                .inputs
+                .iter()
+                .map(|(_, t)| t.data.len() as u64)
+                .sum::<u64>()
+                .saturating_mul(2)
+                / batch[0].samples.max(1);
+            let cap = s.ledger.batch_size(per_sample, 1, s.max_batch).unwrap_or(1);
+            let deadline = batch[0].enqueued + s.delay;
+            let mut total = batch[0].samples as usize;
+            while total < cap {
+                if let Some(pos) = q
+                    .iter()
+                    .position(|j| compatible(&batch[0], j) && total + j.samples as usize <= cap)
+                {
+                    let j = q.remove(pos).expect("position is in range");
+                    total += j.samples as usize;
+                    batch.push(j);
+                    continue;
+                }
+                let now = Instant::now();
+                if now >= deadline || s.queue.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                q = s
+                    .queue
+                    .cv
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        drop(q);
+        run(s, batch);
+    }
+}
+
+fn run(s: &Shared, batch: Vec<Job>) {
+    let picked = Instant::now();
+    let samples: u64 = batch.iter().map(|j| j.samples).sum();
+    if batch.len() == 1 {
+        let job = batch.into_iter().next().expect("one job");
+        let t0 = Instant::now();
+        let out = s.compiled.infer(&job.inputs);
+        let infer = t0.elapsed();
+        let zero = Duration::ZERO;
+        s.stats.execution(samples, zero, infer, zero);
+        finish(s, job, out, picked, (zero, infer, zero));
+        return;
+    }
+    let t0 = Instant::now();
+    let names: Vec<String> = batch[0].inputs.iter().map(|(n, _)| n.clone()).collect();
+    let merged: Result<Vec<(String, Tensor)>, OvError> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let parts: Vec<&Tensor> = batch.iter().map(|j| &j.inputs[i].1).collect();
+            Tensor::concat(&parts).map(|t| (n.clone(), t))
+        })
+        .collect();
+    let input = t0.elapsed();
+    let t1 = Instant::now();
+    let out = merged.and_then(|m| s.compiled.infer(&m));
+    let infer = t1.elapsed();
+    let t2 = Instant::now();
+    let sizes: Vec<i64> = batch.iter().map(|j| j.samples as i64).collect();
+    let split: Result<Vec<Vec<(String, Tensor)>>, OvError> = out.and_then(|outs| {
+        let mut per_job: Vec<Vec<(String, Tensor)>> = vec![Vec::new(); batch.len()];
+        for (name, t) in outs {
+            let parts = t.split(&sizes).map_err(|e| {
+                OvError::Unsupported(format!(
+                    "output {name} of a batched inference cannot be split per request ({e}); \
+                     disable batching for this model"
+                ))
+            })?;
+            for (k, p) in parts.into_iter().enumerate() {
+                per_job[k].push((name.clone(), p));
+            }
+        }
+        Ok(per_job)
+    });
+    let output = t2.elapsed();
+    s.stats.execution(samples, input, infer, output);
+    match split {
+        Ok(per_job) => {
+            for (job, outs) in batch.into_iter().zip(per_job) {
+                finish(s, job, Ok(outs), picked, (input, infer, output));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for job in batch {
+                finish(
+                    s,
+                    job,
+                    Err(OvError::Unsupported(msg.clone())),
+                    picked,
+                    (input, infer, output),
+                );
+            }
+        }
+    }
+}
+
+fn finish(
+    s: &Shared,
+    job: Job,
+    out: Outputs,
+    picked: Instant,
+    compute: (Duration, Duration, Duration),
+) {
+    let queue = picked.saturating_duration_since(job.enqueued);
+    s.stats.request(
+        out.is_ok(),
+        job.samples,
+        queue,
+        compute,
+        job.enqueued.elapsed(),
+    );
+    let _ = job.reply.send(out);
+}
