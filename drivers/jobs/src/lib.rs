@@ -1,0 +1,1 @@
+//! kiln-jobs: job specs, queue and process supervision (being written).
