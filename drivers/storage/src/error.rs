@@ -165,7 +165,48 @@ pub enum StorageError {
     },
 }
 
+/// Transport-neutral class of an error (maps 1:1 onto gRPC status codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+    DeadlineExceeded,
+    Unimplemented,
+    Internal,
+}
+
 impl StorageError {
+    /// The class a transport should report this error as.
+    pub fn code(&self) -> ErrorCode {
+        use StorageError as E;
+        match self {
+            E::Config { .. } | E::InvalidName { .. } => ErrorCode::InvalidArgument,
+            E::DatasetMissing { .. }
+            | E::SnapshotNotFound { .. }
+            | E::HoldNotFound { .. }
+            | E::ModelVersionNotFound { .. } => ErrorCode::NotFound,
+            E::SnapshotExists { .. } => ErrorCode::AlreadyExists,
+            E::Busy { .. }
+            | E::NewerSnapshots { .. }
+            | E::SnapshotProtected { .. }
+            | E::PropertyRejected { .. }
+            | E::NotMounted { .. }
+            | E::NestedFuseMount { .. } => ErrorCode::FailedPrecondition,
+            E::QuotaFull { .. } => ErrorCode::ResourceExhausted,
+            E::ZfsNotInstalled { .. } | E::ZfsUnavailable { .. } | E::PoolMissing { .. } => {
+                ErrorCode::Unavailable
+            }
+            E::Timeout { .. } => ErrorCode::DeadlineExceeded,
+            E::Unsupported { .. } => ErrorCode::Unimplemented,
+            E::CommandFailed { .. } | E::Parse { .. } | E::Io { .. } => ErrorCode::Internal,
+        }
+    }
+
     /// Wrap an I/O error with the operation and path. ENOSPC/EDQUOT become `QuotaFull`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
@@ -181,5 +222,55 @@ impl StorageError {
     /// True when the error means "out of space / quota" (a job should be told).
     pub fn is_quota_full(&self) -> bool {
         matches!(self, StorageError::QuotaFull { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_for_full_disks_become_quota_full() {
+        let e = StorageError::io(
+            "write",
+            "/x/y",
+            std::io::Error::from_raw_os_error(libc::EDQUOT),
+        );
+        assert!(e.is_quota_full());
+        assert_eq!(e.code(), ErrorCode::ResourceExhausted);
+        assert!(e.to_string().contains("/x/y"), "{e}");
+        let e = StorageError::io(
+            "write",
+            "/x/y",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(e.is_quota_full());
+        let e = StorageError::io(
+            "open",
+            "/x/y",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(!e.is_quota_full());
+        assert_eq!(e.code(), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn codes_for_common_faults() {
+        let e = StorageError::PoolMissing {
+            pool: "t".into(),
+            command: "c".into(),
+            stderr: "s".into(),
+        };
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        let e = StorageError::SnapshotExists {
+            dataset: "d".into(),
+            name: "n".into(),
+        };
+        assert_eq!(e.code(), ErrorCode::AlreadyExists);
+        let e = StorageError::Timeout {
+            command: "zfs get".into(),
+            seconds: 1,
+        };
+        assert_eq!(e.code(), ErrorCode::DeadlineExceeded);
     }
 }

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use config::{BackendKind, Profile, Profiles, RetentionConfig, ScrubConfig, StorageConfig};
 pub use dir::DirBackend;
-pub use error::{Result, StorageError};
+pub use error::{ErrorCode, Result, StorageError};
 pub use health::{ArcStats, PoolHealth, ScrubStatus};
 pub use probe::{Features, PropPlan};
 pub use zfs::ZfsBackend;
