@@ -127,9 +127,13 @@ pub fn probe(cmd: &ZfsCmd) -> Result<Features> {
     let zpool = cmd.run_raw(Tool::Zpool, &[])?;
     let both = |r: &crate::zfscmd::RawOutput| format!("{}\n{}", r.stdout, r.stderr);
     let f = Features::from_usage(&both(&get), &both(&zfs), &both(&zpool)).map_err(|detail| {
-        StorageError::Parse {
-            command: "zfs get".into(),
-            detail,
+        // No usage text usually means ZFS itself is not answering; say so if we can tell.
+        match crate::zfscmd::classify("zfs get", &["get"], get.status, &get.stderr) {
+            e @ StorageError::ZfsUnavailable { .. } => e,
+            _ => StorageError::Parse {
+                command: "zfs get".into(),
+                detail,
+            },
         }
     })?;
     tracing::info!(compression = ?f.compression, max_recordsize = f.max_recordsize,
@@ -288,6 +292,26 @@ mod tests {
         assert!(f.json && f.holds && f.zfs_list_parsable && f.zpool_list_parsable);
         assert!(f.supports_compression("zstd-19") && f.supports_compression("zstd-fast-500"));
         assert!(!f.supports_compression("zstd-fast-11"));
+    }
+
+    #[test]
+    fn probe_reports_a_zfs_that_is_not_answering() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let fake = t.path().join("zfs");
+        // What zfs-fuse's `zfs` prints when its daemon is not running.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'connect: No such file or directory' >&2\necho 'Please make sure that the zfs-fuse daemon is running.' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = fake.to_str().unwrap();
+        let e = probe(&ZfsCmd::new(exe, exe)).unwrap_err();
+        assert!(matches!(e, StorageError::ZfsUnavailable { .. }), "{e}");
+        assert!(e.to_string().contains("start the ZFS service"), "{e}");
+        let e = probe(&ZfsCmd::new("/bin/true", "/bin/true")).unwrap_err();
+        assert!(matches!(e, StorageError::Parse { .. }), "{e}");
     }
 
     #[test]

@@ -319,6 +319,7 @@ pub fn classify(command: &str, args: &[&str], status: i32, stderr: &str) -> Stor
     if lower.contains("zfs-fuse daemon is running")
         || lower.contains("failed to initialize zfs library")
         || lower.contains("/dev/zfs")
+        || lower.contains("modules are not loaded")
     {
         return StorageError::ZfsUnavailable {
             command: cmd,
@@ -484,6 +485,14 @@ mod tests {
             &["list"],
             1,
             "connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is running.\ninternal error: failed to initialize ZFS library",
+        );
+        assert!(matches!(e, StorageError::ZfsUnavailable { .. }), "{e}");
+        // OpenZFS without its kernel module.
+        let e = classify(
+            "zfs get",
+            &["get"],
+            1,
+            "The ZFS modules are not loaded.\nTry running 'modprobe zfs' as root to load them.",
         );
         assert!(matches!(e, StorageError::ZfsUnavailable { .. }), "{e}");
         let e = classify("zfs frob", &["frob"], 2, "unrecognized command 'frob'");
