@@ -123,7 +123,10 @@ impl DirBackend {
     /// new one is in place.
     fn replace_tree(&self, src: &Path, live: &Path) -> Result<()> {
         let staging = self.base.join(format!(".rollback-{}", unique_suffix()));
-        if let Err(e) = fsutil::copy_tree(src, &staging, CopyMode::Independent, &mut |_, _| {}) {
+        // Snapshot copies are read-only; the restored live tree must be writable again.
+        let copied = fsutil::copy_tree(src, &staging, CopyMode::Independent, &mut |_, _| {})
+            .and_then(|_| fsutil::make_writable(&staging));
+        if let Err(e) = copied {
             let _ = fsutil::remove_tree(&staging);
             return Err(e);
         }

@@ -532,6 +532,10 @@ pub trait Storage: Send + Sync {
                 &mut |_, _| {},
             )?
             .bytes;
+            // Dir-backend snapshots are stored read-only; the live tree must be writable.
+            if self.kind() == BackendKind::Dir {
+                fsutil::make_writable(&staging)?;
+            }
             Ok(())
         })
         .inspect_err(|_| {

@@ -13,6 +13,22 @@ const DAY: i64 = 86_400;
 // 2026-11-16 00:00:00 UTC, a Monday.
 const MON: i64 = 1_794_787_200;
 
+/// Restored trees stay writable for the daemon's user (permission bits, not root's bypass).
+fn assert_owner_writable(p: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let md = fs::symlink_metadata(p).unwrap();
+    assert!(
+        md.permissions().mode() & 0o200 != 0,
+        "{} is not writable",
+        p.display()
+    );
+    if md.is_dir() {
+        for e in fs::read_dir(p).unwrap() {
+            assert_owner_writable(&e.unwrap().path());
+        }
+    }
+}
+
 fn status_lists_four_datasets(env: Env) {
     let st = env.storage.status().unwrap();
     assert_eq!(st.backend, env.config.backend);
@@ -114,6 +130,7 @@ fn rollback_model_restores_exact_bytes(env: Env) {
     assert_eq!(rb.removed_versions, [2]);
     assert_eq!(fs::read(models.join("bert/1/w.bin")).unwrap(), a);
     assert!(!models.join("bert/2").exists());
+    assert_owner_writable(&models.join("bert"));
     assert_eq!(
         fs::read(models.join("other/1/o.bin")).unwrap(),
         b"other-edited"
@@ -167,6 +184,7 @@ fn dataset_rollback_and_newer_snapshots(env: Env) {
     let r = s.rollback(Dataset::Checkpoints, "job1-200", false).unwrap();
     assert!(r.destroyed.is_empty());
     assert_eq!(fs::read(ck.join("job1/state.pt")).unwrap(), b"step-200");
+    assert_owner_writable(&ck);
 
     // A keep-marked newer snapshot blocks destroy_newer.
     s.snapshot_at(Dataset::Checkpoints, "job1-keep", true, MON + 120)
