@@ -350,6 +350,40 @@ fn bad_input_gives_clear_errors_and_keeps_data(env: Env) {
     assert_eq!(s.list_snapshots(None).unwrap().len(), 2);
 }
 
+fn concurrent_imports_get_distinct_versions(env: Env) {
+    let s = &env.storage;
+    let sc = env.scratch();
+    for i in 0..3u64 {
+        write(&sc.join(format!("src{i}/w.bin")), &bytes(20 + i, 256 << 10));
+    }
+    let mut got: Vec<(u32, u64)> = std::thread::scope(|t| {
+        let hs: Vec<_> = (0..3u64)
+            .map(|i| {
+                let src = sc.join(format!("src{i}"));
+                t.spawn(move || {
+                    (
+                        s.import_model(&src, "shared", &mut |_, _| {})
+                            .unwrap()
+                            .version,
+                        i,
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    got.sort();
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let models = s.dataset_path(Dataset::Models);
+    for (v, i) in got {
+        assert_eq!(
+            fs::read(models.join(format!("shared/{v}/w.bin"))).unwrap(),
+            bytes(20 + i, 256 << 10)
+        );
+    }
+    assert_eq!(s.list_snapshots(Some(Dataset::Models)).unwrap().len(), 3);
+}
+
 macro_rules! behaviour_suite {
     ($m:ident, $kind:expr) => {
         mod $m {
@@ -396,6 +430,10 @@ macro_rules! behaviour_suite {
                         weekly: 0,
                     };
                 }))
+            }
+            #[test]
+            fn concurrent_imports_get_distinct_versions() {
+                super::concurrent_imports_get_distinct_versions(env())
             }
             #[test]
             fn bad_input_gives_clear_errors_and_keeps_data() {
