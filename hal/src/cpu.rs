@@ -14,8 +14,9 @@ use serde::Serialize;
 use crate::tree::{Fault, Problem, Tree, clip, parse_cpu_list};
 
 /// What a CPU is for, in scheduling terms.
+/// Serialises as `"performance"`, `"efficiency"` or `"low-power"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum CpuKind {
     /// P-cores, and every CPU of a non-hybrid machine.
     Performance,
@@ -26,18 +27,19 @@ pub enum CpuKind {
 }
 
 impl CpuKind {
-    /// Short name used in device ids (`cpu-performance`, ...).
+    /// Short name used in device ids (`cpu-performance`, ...) and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             CpuKind::Performance => "performance",
             CpuKind::Efficiency => "efficiency",
-            CpuKind::LowPower => "low_power",
+            CpuKind::LowPower => "low-power",
         }
     }
 }
 
-/// The vector/matrix extensions placement cares about.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// The vector/matrix extensions placement cares about. Serialises as the sorted array
+/// of the names that are present, e.g. `["avx2","avx512f","fma"]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Isa {
     pub avx2: bool,
     pub fma: bool,
@@ -78,6 +80,13 @@ impl Isa {
         .collect()
     }
 
+    /// [`Isa::names`] sorted by name: the JSON form.
+    pub fn sorted_names(&self) -> Vec<&'static str> {
+        let mut n = self.names();
+        n.sort_unstable();
+        n
+    }
+
     /// From a cpuinfo `flags` line.
     pub(crate) fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Isa {
         let set: BTreeSet<&str> = flags.into_iter().collect();
@@ -95,6 +104,12 @@ impl Isa {
             amx_int8: has("amx_int8"),
             amx_bf16: has("amx_bf16"),
         }
+    }
+}
+
+impl Serialize for Isa {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.sorted_names())
     }
 }
 
@@ -123,7 +138,8 @@ pub struct Cpu {
     pub core_id: Option<u64>,
     /// SMT siblings including this CPU, when the tree has `topology/thread_siblings_list`.
     pub siblings: Vec<usize>,
-    /// `None` when neither CPUID nor cpuinfo could say.
+    /// `None` (JSON `null`) when neither CPUID nor cpuinfo could say; in JSON a sorted
+    /// array of the extensions present.
     pub isa: Option<Isa>,
     pub isa_source: Source,
     /// Busy share since the previous sample, 0–100 (sampling only).
@@ -695,6 +711,20 @@ mod tests {
         assert!(isa1.avx2 && !isa1.avx512f);
         let (_, errs) = parse_cpuinfo("processor : zz\n");
         assert!(errs[0].contains("zz"));
+    }
+
+    #[test]
+    fn kinds_and_isa_serialise_as_the_json_names() {
+        let kinds = [CpuKind::Performance, CpuKind::Efficiency, CpuKind::LowPower];
+        let json = serde_json::to_string(&kinds).unwrap();
+        assert_eq!(json, r#"["performance","efficiency","low-power"]"#);
+        for k in kinds {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        let isa = Isa::from_flags(["fma", "avx512f", "avx2", "avx_vnni", "sse4_2"]);
+        let json = serde_json::to_string(&isa).unwrap();
+        assert_eq!(json, r#"["avx2","avx512f","avx_vnni","fma"]"#);
+        assert_eq!(serde_json::to_string(&Isa::default()).unwrap(), "[]");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod accel;
 mod budget;
 mod cpu;
 mod device;
+mod json;
 mod memory;
 mod monitor;
 mod ncs2;
@@ -23,8 +24,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
-
 pub use accel::{Gpu, GpuFreq, Npu, Pci};
 pub use budget::{Budget, BudgetMode, BudgetPolicy};
 pub use cpu::{Cpu, CpuKind, CpuSets, Cpus, HwlocKind, Isa, Source, pin_current_thread};
@@ -35,8 +34,10 @@ pub use ncs2::Ncs2;
 pub use power::{Battery, Power, PowerSource, Thermal, ThermalZone, TripPoint};
 pub use tree::Problem;
 
-/// Everything the HAL found, in one serialisable snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything the HAL found, in one serialisable snapshot. Its JSON form differs from
+/// the Rust layout: `cpus` is the per-CPU array, the CPU-wide facts are `cpu_info`
+/// (see `docs/hal-trees.md`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Inventory {
     /// The root that was read (`/` on the live machine).
     pub root: String,
@@ -195,7 +196,7 @@ impl Inventory {
             let busy: Vec<f64> = cpus.iter().filter_map(|c| c.busy_percent).collect();
             let ids: Vec<usize> = cpus.iter().map(|c| c.id).collect();
             out.push(Device {
-                id: format!("cpu-{}", kind.as_str().replace('_', "-")),
+                id: format!("cpu-{}", kind.as_str()),
                 kind: DeviceKind::Cpu,
                 identity: Identity {
                     name: self.cpus.model_name.clone().unwrap_or_else(|| "CPU".into()),

@@ -162,26 +162,134 @@ fn latitude_5450_on_battery() {
     assert_eq!(p.batteries[0].status.as_deref(), Some("Discharging"));
 }
 
+/// The top-level keys and the memory/power members the issue requires.
+fn assert_common_shape(v: &serde_json::Value) {
+    for key in [
+        "root", "cpus", "cpu_info", "npus", "gpus", "ncs2", "memory", "power", "thermal",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    for key in ["cpus", "npus", "gpus", "ncs2"] {
+        assert!(v[key].is_array(), "{key} is not an array: {}", v[key]);
+    }
+    for key in ["total_bytes", "available_bytes", "budget_bytes"] {
+        assert!(
+            v["memory"][key].as_u64().is_some_and(|b| b > 0),
+            "memory.{key}"
+        );
+    }
+    for key in ["psi", "cgroup", "budget", "problems"] {
+        assert!(v["memory"].get(key).is_some(), "missing memory.{key}");
+    }
+    for key in [
+        "count",
+        "vendor",
+        "model_name",
+        "hybrid",
+        "kind_source",
+        "hwloc_kinds",
+        "problems",
+    ] {
+        assert!(v["cpu_info"].get(key).is_some(), "missing cpu_info.{key}");
+    }
+    let cpus = v["cpus"].as_array().unwrap();
+    assert_eq!(v["cpu_info"]["count"], cpus.len());
+    for (i, c) in cpus.iter().enumerate() {
+        assert_eq!(c["id"], i, "{c}");
+        assert!(
+            ["performance", "efficiency", "low-power"].contains(&c["kind"].as_str().unwrap()),
+            "{c}"
+        );
+        let isa: Vec<&str> = c["isa"]
+            .as_array()
+            .unwrap_or_else(|| panic!("isa is not an array: {c}"))
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        let mut sorted = isa.clone();
+        sorted.sort_unstable();
+        assert_eq!(isa, sorted, "isa not sorted: {c}");
+        for key in ["core_id", "siblings", "isa_source", "busy_percent"] {
+            assert!(c.get(key).is_some(), "missing cpus[{i}].{key}");
+        }
+    }
+}
+
 #[test]
 fn inventory_json_has_the_issue_shape() {
     let inv = hal(&fixture("latitude-5450")).probe();
     let v = serde_json::to_value(&inv).unwrap();
-    for key in ["cpus", "npus", "gpus", "ncs2", "memory", "power", "thermal"] {
-        assert!(v.get(key).is_some(), "missing {key}");
+    assert_common_shape(&v);
+
+    let cpus = v["cpus"].as_array().unwrap();
+    assert_eq!(cpus.len(), 22);
+    let kind = |k: &str| cpus.iter().filter(|c| c["kind"] == k).count();
+    assert_eq!(
+        (kind("performance"), kind("efficiency"), kind("low-power")),
+        (12, 8, 2)
+    );
+    assert_eq!(cpus[20]["kind"], "low-power");
+    let has = |c: &serde_json::Value, f: &str| c["isa"].as_array().unwrap().iter().any(|x| x == f);
+    for c in cpus {
+        let p = c["kind"] == "performance";
+        assert_eq!(has(c, "avx512f"), p, "{c}");
+        assert!(has(c, "avx2") && has(c, "fma"), "{c}");
     }
-    for key in [
-        "total_bytes",
-        "available_bytes",
-        "budget_bytes",
-        "psi",
-        "cgroup",
-    ] {
-        assert!(v["memory"].get(key).is_some(), "missing memory.{key}");
+    assert_eq!(
+        cpus[0]["isa"],
+        serde_json::json!([
+            "avx2",
+            "avx512_bf16",
+            "avx512_vnni",
+            "avx512bw",
+            "avx512f",
+            "avx512vl",
+            "avx_vnni",
+            "fma"
+        ])
+    );
+    assert_eq!(v["cpu_info"]["hybrid"], true);
+    assert_eq!(v["cpu_info"]["kind_source"], "sysfs");
+    assert_eq!(v["cpu_info"]["vendor"], "GenuineIntel");
+
+    let npus = v["npus"].as_array().unwrap();
+    assert_eq!(npus.len(), 1);
+    assert_eq!(npus[0]["pci_id"], "8086:7d1d");
+    assert_eq!(npus[0]["driver"], "intel_vpu");
+    assert_eq!(npus[0]["pci"]["address"], "0000:00:0b.0");
+    assert_eq!(npus[0]["openvino_device"], "NPU");
+    assert_eq!(npus[0]["health"]["state"], "ok");
+    let gpus = v["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), 1);
+    assert_eq!(gpus[0]["pci_id"], "8086:7d55");
+    assert_eq!(gpus[0]["driver"], "i915");
+    assert_eq!(gpus[0]["pci"]["device_id"], "7d55");
+    assert_eq!(gpus[0]["integrated"], true);
+
+    let sticks = v["ncs2"].as_array().unwrap();
+    assert_eq!(sticks.len(), 3);
+    let booted: Vec<&serde_json::Value> =
+        sticks.iter().filter(|s| s["state"] == "booted").collect();
+    assert_eq!(booted.len(), 1, "{sticks:?}");
+    assert_eq!(booted[0]["usb_id"], "03e7:f63b");
+    assert_eq!(booted[0]["port"], "4-2");
+    for s in sticks.iter().filter(|s| s["state"] != "booted") {
+        assert_eq!(s["state"], "unbooted");
+        assert_eq!(s["usb_id"], "03e7:2485");
+        assert_eq!(s["booted"], false);
     }
+
     assert_eq!(v["power"]["source"], "ac");
     assert_eq!(v["memory"]["budget_bytes"], 48 * GIB);
-    assert_eq!(v["npus"][0]["health"]["state"], "ok");
+    assert!(
+        v["thermal"]["zones"]
+            .as_array()
+            .is_some_and(|z| z.len() == 3)
+    );
+
+    // The uniform device list is unchanged by the inventory's JSON form.
     let d = serde_json::to_value(inv.devices()).unwrap();
+    assert_eq!(d[2]["id"], "cpu-low-power");
     assert_eq!(d[3]["id"], "npu0");
     assert_eq!(d[3]["kind"], "npu");
     for key in [
@@ -194,6 +302,26 @@ fn inventory_json_has_the_issue_shape() {
     ] {
         assert!(d[3].get(key).is_some(), "missing device.{key}");
     }
+}
+
+#[test]
+fn plain_desktop_json_has_the_issue_shape() {
+    let inv = hal(&fixture("plain-desktop")).probe();
+    let v = serde_json::to_value(&inv).unwrap();
+    assert_common_shape(&v);
+    let cpus = v["cpus"].as_array().unwrap();
+    assert_eq!(cpus.len(), 16);
+    for c in cpus {
+        assert_eq!(c["kind"], "performance");
+        assert_eq!(c["isa"], serde_json::json!(["avx2", "fma"]), "{c}");
+    }
+    assert_eq!(v["cpu_info"]["hybrid"], false);
+    assert_eq!(v["cpu_info"]["kind_source"], "uniform");
+    assert_eq!(v["npus"], serde_json::json!([]));
+    assert_eq!(v["gpus"], serde_json::json!([]));
+    assert_eq!(v["ncs2"], serde_json::json!([]));
+    assert_eq!(v["memory"]["budget_bytes"], 18 * GIB + GIB / 2);
+    assert_eq!(v["power"]["source"], "ac");
 }
 
 #[test]
