@@ -24,6 +24,48 @@ pub struct Config {
     /// The UMA budget rule (see kiln_hal::BudgetPolicy).
     pub budget: kiln_hal::BudgetPolicy,
     pub admission: AdmissionConfig,
+    /// Datasets for models, embeddings, checkpoints and logs (see kiln_storage).
+    pub storage: kiln_storage::StorageConfig,
+    /// The model repository and how models are loaded.
+    pub models: ModelsConfig,
+    /// Where the OpenVINO runtime comes from.
+    pub openvino: OpenvinoConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// `<repository>/<name>/<version>/` holds the models; unset: no models served.
+    pub repository: Option<PathBuf>,
+    /// `explicit` (load/unload calls only) or `poll` (new version folders are picked up).
+    pub control: String,
+    /// How often the repository is re-scanned with control = "poll", in milliseconds.
+    pub poll_interval_ms: u64,
+    /// `latest`, `latest:N`, `all` or `specific:1,3`; a model's kiln-model.toml may override.
+    pub version_policy: String,
+    /// Load every valid model of the repository at start (kiln-model.toml may opt out).
+    pub load_at_start: bool,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            repository: None,
+            control: "explicit".into(),
+            poll_interval_ms: 5000,
+            version_policy: "latest:1".into(),
+            load_at_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenvinoConfig {
+    /// `libopenvino_c.so*` or a directory holding it; when set, nothing else is searched.
+    pub library: Option<PathBuf>,
+    /// Python prefixes or venvs searched for the pip wheel before the built-in ones.
+    pub python_prefixes: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +261,32 @@ impl Config {
                 self.hal.sample_interval_ms
             ));
         }
+        if !["explicit", "poll"].contains(&self.models.control.as_str()) {
+            errs.push(format!(
+                "key `models.control`: bad value {:?}; expected explicit or poll",
+                self.models.control
+            ));
+        }
+        if !(100..=86_400_000).contains(&self.models.poll_interval_ms) {
+            errs.push(format!(
+                "key `models.poll_interval_ms`: bad value {}; expected 100 to 86400000",
+                self.models.poll_interval_ms
+            ));
+        }
+        if let Err(e) = crate::models::VersionPolicy::parse(&self.models.version_policy) {
+            errs.push(format!("key `models.version_policy`: {e}"));
+        }
+        if self
+            .models
+            .repository
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            errs.push("key `models.repository`: empty; expected a directory or no key".into());
+        }
+        if let Err(e) = self.storage.validate() {
+            errs.push(format!("table `storage`: {e}"));
+        }
         if let Err(e) = self.budget.validate() {
             errs.push(format!("table `budget`: {e}"));
         }
@@ -268,6 +336,7 @@ pub struct Overrides {
     pub bus: Option<String>,
     pub log_level: Option<String>,
     pub hal_root: Option<PathBuf>,
+    pub model_repository: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -286,6 +355,9 @@ impl Overrides {
         }
         if let Some(r) = &self.hal_root {
             c.hal.root = r.clone();
+        }
+        if let Some(r) = &self.model_repository {
+            c.models.repository = Some(r.clone());
         }
     }
 }
@@ -408,7 +480,15 @@ fn resolve_relative(c: &mut Config, base: &Path) {
         &mut c.daemon.socket,
         &mut c.daemon.state_dir,
         &mut c.hal.root,
+        &mut c.storage.root,
+        &mut c.storage.proc_root,
     ] {
+        if p.is_relative() && !p.as_os_str().is_empty() {
+            *p = base.join(&*p);
+        }
+    }
+    let optional = [&mut c.models.repository, &mut c.openvino.library];
+    for p in optional.into_iter().flatten().chain(c.openvino.python_prefixes.iter_mut()) {
         if p.is_relative() && !p.as_os_str().is_empty() {
             *p = base.join(&*p);
         }

@@ -110,8 +110,11 @@ pub struct ServerMetadata {
 }
 
 pub(crate) struct Inner {
+    /// Datasets; `Err` holds why storage is unavailable (kilnd still runs).
+    pub(crate) storage: Result<Arc<dyn kiln_storage::Storage>, String>,
     pub(crate) budget: Ledger,
     pub(crate) devices: DeviceHub,
+    pub(crate) models: crate::models::ModelsHub,
     sources: ConfigSources,
     current: RwLock<LoadedConfig>,
     restart_required: RwLock<Vec<String>>,
@@ -160,10 +163,15 @@ impl Engine {
             cfg.admission.max_memory_pressure,
         );
         budget.set_pressure(inv.memory.psi.map(|p| p.some.avg10));
-        Ok(Engine {
+        let storage = kiln_storage::open(&cfg.storage)
+            .map(Arc::from)
+            .map_err(|e| format!("storage ({:?} backend) unavailable: {e}", cfg.storage.backend));
+        let engine = Engine {
             inner: Arc::new(Inner {
+                storage,
                 budget,
                 devices,
+                models: crate::models::ModelsHub::new(),
                 sources,
                 current: RwLock::new(loaded),
                 restart_required: RwLock::new(Vec::new()),
@@ -176,7 +184,26 @@ impl Engine {
                 metrics: Metrics::new(),
                 components: RwLock::new(BTreeMap::new()),
             }),
-        })
+        };
+        match &engine.inner.storage {
+            Ok(s) => {
+                let where_ = match s.kind() {
+                    kiln_storage::BackendKind::Dir => format!("dir backend under {}", s.config().root.display()),
+                    kiln_storage::BackendKind::Zfs => format!("zfs backend on pool {}", s.config().pool),
+                };
+                engine.set_component("storage", ComponentState::Ok, where_);
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                engine.set_component("storage", ComponentState::Degraded, e.clone());
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The storage backend, or Unavailable with the reason and the fix.
+    pub fn storage(&self) -> Result<Arc<dyn kiln_storage::Storage>, EngineError> {
+        self.inner.storage.clone().map_err(EngineError::unavailable)
     }
 
     /// The UMA budget ledger shared by models, jobs and batches.
@@ -234,7 +261,8 @@ impl Engine {
         ServerMetadata {
             name: "kiln".into(),
             version: crate::VERSION.into(),
-            extensions: Vec::new(),
+            // KServe extensions implemented by the inference service.
+            extensions: vec!["model_repository".into(), "statistics".into()],
         }
     }
 
@@ -258,7 +286,7 @@ impl Engine {
         }
     }
 
-    async fn authorize(&self, caller: &Caller, action: Action) -> Result<(), EngineError> {
+    pub(crate) async fn authorize(&self, caller: &Caller, action: Action) -> Result<(), EngineError> {
         if caller.transport == Transport::Internal {
             return Ok(());
         }

@@ -25,6 +25,9 @@ pub struct Cli {
     /// Read the machine from this root instead of / (a recorded machine tree).
     #[arg(long, global = true, value_name = "DIR")]
     pub hal_root: Option<PathBuf>,
+    /// Serve the models of this repository (`<DIR>/<name>/<version>/`; overrides models.repository).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub model_repository: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -56,6 +59,7 @@ impl Cli {
                 bus: self.bus.clone(),
                 log_level: self.log_level.clone(),
                 hal_root: self.hal_root.clone(),
+                model_repository: self.model_repository.clone(),
             },
         )
     }

@@ -130,6 +130,9 @@ async fn serve(
         engine.set_component("hal", ComponentState::Degraded, e);
     }
     engine.set_component("auth", auth_state, auth_detail);
+    engine.start_storage();
+    // Models load before READY (like Triton): clients see them ready once kilnd is.
+    engine.start_models().await;
     engine.set_component("grpc", ComponentState::Ok, bound.path.display().to_string());
 
     let listener =
@@ -234,6 +237,7 @@ async fn serve(
             "drain timed out; closing remaining calls"
         ),
     }
+    engine.stop_models().await;
     engine.stop_device_monitor();
     bound.remove();
     tracing::info!("kilnd stopped");

@@ -4,10 +4,9 @@
 //! with each connection. Per-call metrics and a request id are added by one
 //! tower layer for every service.
 
-use kiln_api::inference::grpc_inference_service_server::{
-    GrpcInferenceService, GrpcInferenceServiceServer,
-};
-use kiln_api::inference::*;
+use crate::grpc_inference::{InferenceApi, ModelsApi};
+use kiln_api::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use kiln_api::kiln::v1::models_server::ModelsServer;
 use kiln_api::kiln::v1::daemon_server::{Daemon, DaemonServer};
 use kiln_api::kiln::v1::devices_server::{Devices, DevicesServer};
 use kiln_api::kiln::v1::{self as pb};
@@ -51,85 +50,6 @@ pub fn caller_of<T>(req: &Request<T>) -> Caller {
         gid: cred.map(|c| c.gid()),
         pid: cred.and_then(|c| c.pid()),
         bus_name: None,
-    }
-}
-
-pub struct InferenceApi {
-    engine: Engine,
-}
-
-const NOT_YET: &str = "model serving is not available in this build of kilnd; it arrives with the inference capability";
-
-#[tonic::async_trait]
-impl GrpcInferenceService for InferenceApi {
-    async fn server_live(
-        &self,
-        _: Request<ServerLiveRequest>,
-    ) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse {
-            live: self.engine.is_live(),
-        }))
-    }
-    async fn server_ready(
-        &self,
-        _: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse {
-            ready: self.engine.is_ready(),
-        }))
-    }
-    async fn server_metadata(
-        &self,
-        _: Request<ServerMetadataRequest>,
-    ) -> Result<Response<ServerMetadataResponse>, Status> {
-        let m = self.engine.server_metadata();
-        Ok(Response::new(ServerMetadataResponse {
-            name: m.name,
-            version: m.version,
-            extensions: m.extensions,
-        }))
-    }
-    async fn model_ready(
-        &self,
-        _: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn model_metadata(
-        &self,
-        _: Request<ModelMetadataRequest>,
-    ) -> Result<Response<ModelMetadataResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn model_infer(
-        &self,
-        _: Request<ModelInferRequest>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn model_statistics(
-        &self,
-        _: Request<ModelStatisticsRequest>,
-    ) -> Result<Response<ModelStatisticsResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn repository_index(
-        &self,
-        _: Request<RepositoryIndexRequest>,
-    ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn repository_model_load(
-        &self,
-        _: Request<RepositoryModelLoadRequest>,
-    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
-    }
-    async fn repository_model_unload(
-        &self,
-        _: Request<RepositoryModelUnloadRequest>,
-    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented(NOT_YET))
     }
 }
 
@@ -373,11 +293,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max = engine.config().daemon.max_message_bytes;
+    // Inference requests may be up to twice the limit on the wire so the engine can refuse
+    // the ones above it with INVALID_ARGUMENT and the numbers (beyond that: OUT_OF_RANGE).
     let inference = GrpcInferenceServiceServer::new(InferenceApi {
         engine: engine.clone(),
     })
-    .max_decoding_message_size(max)
+    .max_decoding_message_size(max.saturating_mul(2))
     .max_encoding_message_size(max);
+    let models = ModelsServer::new(ModelsApi {
+        engine: engine.clone(),
+    });
     let daemon = DaemonServer::new(DaemonApi {
         engine: engine.clone(),
     })
@@ -386,12 +311,19 @@ pub async fn serve(
     let devices = DevicesServer::new(DevicesApi {
         engine: engine.clone(),
     });
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let storage = kiln_api::kiln::v1::storage_server::StorageServer::new(
+        crate::grpc_storage::StorageApi { engine: engine.clone() },
+    );
+    // Python/grpc-core clients send the socket path as :authority; normalise it (see h2_authority).
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+        .map(|conn| conn.map(crate::h2_authority::AuthorityFix::new));
     tonic::transport::Server::builder()
         .layer(CallLayer { engine })
         .add_service(inference)
+        .add_service(models)
         .add_service(daemon)
         .add_service(devices)
+        .add_service(storage)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

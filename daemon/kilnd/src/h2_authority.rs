@@ -1,0 +1,395 @@
+//! Makes gRPC clients that send a socket path as `:authority` work over the Unix socket.
+//! grpc-core (Python `grpcio`, so tritonclient) sends the percent-encoded socket path for
+//! `unix://` targets (`tmp%2Fkiln.sock`), which the HTTP/2 server (h2) rejects as a malformed
+//! authority with RST_STREAM(PROTOCOL_ERROR). This reader sits between the socket and the
+//! HTTP/2 server: it decodes each client header block (tracking the client's HPACK dynamic
+//! table), replaces an authority that is not a valid host with `localhost`, and re-encodes
+//! the block as literals without indexing, so the server's decoder table is never used.
+//! Every other frame and the write direction pass through untouched. Touches one connection.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// The HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which the server keeps.
+const MAX_FRAME: usize = 16_384;
+
+/// A connection whose client header blocks are normalised.
+pub struct AuthorityFix<S> {
+    inner: S,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    preface_done: bool,
+    /// Give up rewriting (malformed input): pass bytes through and let the server judge.
+    passthrough: bool,
+    decoder: loona_hpack::Decoder<'static>,
+    /// A header block waiting for CONTINUATION frames: (stream id, flags, block).
+    pending: Option<(u32, u8, Vec<u8>)>,
+    eof: bool,
+}
+
+impl<S> AuthorityFix<S> {
+    pub fn new(inner: S) -> Self {
+        AuthorityFix {
+            inner,
+            raw: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            preface_done: false,
+            passthrough: false,
+            decoder: loona_hpack::Decoder::new(),
+            pending: None,
+            eof: false,
+        }
+    }
+
+    /// Move every complete unit of `raw` to `out`, rewriting header blocks.
+    fn process(&mut self) {
+        if self.passthrough {
+            self.out.append(&mut self.raw);
+            return;
+        }
+        if !self.preface_done {
+            if self.raw.len() < PREFACE.len() {
+                return;
+            }
+            if !self.raw.starts_with(PREFACE) {
+                self.passthrough = true;
+                self.out.append(&mut self.raw);
+                return;
+            }
+            self.out.extend(self.raw.drain(..PREFACE.len()));
+            self.preface_done = true;
+        }
+        let mut pos = 0;
+        while self.raw.len() - pos >= 9 {
+            let h = &self.raw[pos..pos + 9];
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            if self.raw.len() - pos < 9 + len {
+                break;
+            }
+            let (ty, flags) = (h[3], h[4]);
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            let payload_start = pos + 9;
+            let frame_end = payload_start + len;
+            match ty {
+                HEADERS => {
+                    let payload = &self.raw[payload_start..frame_end];
+                    let Some(block) = header_fragment(payload, flags) else {
+                        self.give_up(pos);
+                        return;
+                    };
+                    let block = block.to_vec();
+                    if flags & END_HEADERS != 0 {
+                        if !self.emit_block(stream, flags, &block) {
+                            self.give_up(pos);
+                            return;
+                        }
+                    } else {
+                        self.pending = Some((stream, flags, block));
+                    }
+                }
+                CONTINUATION if self.pending.is_some() => {
+                    let (s, f, mut block) = self.pending.take().expect("checked above");
+                    block.extend_from_slice(&self.raw[payload_start..frame_end]);
+                    if flags & END_HEADERS != 0 {
+                        if !self.emit_block(s, f, &block) {
+                            self.give_up(pos);
+                            return;
+                        }
+                    } else {
+                        self.pending = Some((s, f, block));
+                    }
+                }
+                _ => self.out.extend_from_slice(&self.raw[pos..frame_end]),
+            }
+            pos = frame_end;
+        }
+        self.raw.drain(..pos);
+    }
+
+    fn give_up(&mut self, pos: usize) {
+        tracing::debug!("HTTP/2 header rewrite: undecodable input, passing the connection through");
+        self.passthrough = true;
+        self.out.extend(self.raw.drain(pos..));
+        self.raw.clear();
+    }
+
+    /// Decode, fix the authority, re-encode as HEADERS (+ CONTINUATION) frames.
+    fn emit_block(&mut self, stream: u32, flags: u8, block: &[u8]) -> bool {
+        let Ok(headers) = self.decoder.decode(block) else {
+            return false;
+        };
+        let mut enc = Vec::with_capacity(block.len() + 64);
+        for (name, value) in &headers {
+            let value: &[u8] = if name == b":authority" && !valid_authority(value) {
+                b"localhost"
+            } else {
+                value
+            };
+            // Literal header field without indexing, new name (RFC 7541 6.2.2).
+            enc.push(0x00);
+            string(&mut enc, name);
+            string(&mut enc, value);
+        }
+        let chunks: Vec<&[u8]> = if enc.is_empty() {
+            vec![&[]]
+        } else {
+            enc.chunks(MAX_FRAME).collect()
+        };
+        let last = chunks.len() - 1;
+        for (i, c) in chunks.iter().enumerate() {
+            let (ty, mut f) = if i == 0 {
+                (HEADERS, flags & END_STREAM)
+            } else {
+                (CONTINUATION, 0)
+            };
+            if i == last {
+                f |= END_HEADERS;
+            }
+            let n = c.len();
+            self.out
+                .extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8, ty, f]);
+            self.out.extend_from_slice(&stream.to_be_bytes());
+            self.out.extend_from_slice(c);
+        }
+        true
+    }
+}
+
+/// The header block fragment of a HEADERS payload (without padding and priority).
+fn header_fragment(payload: &[u8], flags: u8) -> Option<&[u8]> {
+    let mut start = 0;
+    let mut end = payload.len();
+    if flags & PADDED != 0 {
+        let pad = usize::from(*payload.first()?);
+        start += 1;
+        end = end.checked_sub(pad)?;
+    }
+    if flags & PRIORITY != 0 {
+        start += 5;
+    }
+    (start <= end).then(|| &payload[start..end])
+}
+
+/// host[:port] with reg-name/IPv4 characters, or a bracketed IPv6 literal.
+fn valid_authority(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b':' | b'[' | b']' | b'~')
+        })
+}
+
+/// An HPACK string literal without Huffman coding.
+fn string(out: &mut Vec<u8>, s: &[u8]) {
+    integer(out, 0x00, 7, s.len());
+    out.extend_from_slice(s);
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 5.1).
+fn integer(out: &mut Vec<u8>, first: u8, n: u32, v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    let mut rest = v - max;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                // Anything left unparsed goes out as is; then end of stream.
+                if !this.raw.is_empty() {
+                    this.out.append(&mut this.raw);
+                    continue;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut tmp = [0u8; 16 * 1024];
+            let mut rb = ReadBuf::new(&mut tmp);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    if got.is_empty() {
+                        this.eof = true;
+                    } else {
+                        this.raw.extend_from_slice(got);
+                        this.process();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<S: Connected> Connected for AuthorityFix<S> {
+    type ConnectInfo = S::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, ty, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn block(headers: &[(&[u8], &[u8])], indexed: bool) -> Vec<u8> {
+        // Literal with incremental indexing (0x40) or without (0x00), new names.
+        let mut b = Vec::new();
+        for (n, v) in headers {
+            b.push(if indexed { 0x40 } else { 0x00 });
+            string(&mut b, n);
+            string(&mut b, v);
+        }
+        b
+    }
+
+    fn run(input: &[u8]) -> Vec<u8> {
+        let mut f = AuthorityFix::new(());
+        // Feed byte by byte: frames split across reads must work.
+        for b in input {
+            f.raw.push(*b);
+            f.process();
+        }
+        f.out
+    }
+
+    fn decode_all(out: &[u8]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut d = loona_hpack::Decoder::new();
+        let mut pos = PREFACE.len();
+        let mut res = Vec::new();
+        let mut acc = Vec::new();
+        while pos < out.len() {
+            let len = (usize::from(out[pos]) << 16) | (usize::from(out[pos + 1]) << 8) | usize::from(out[pos + 2]);
+            let (ty, flags) = (out[pos + 3], out[pos + 4]);
+            let p = &out[pos + 9..pos + 9 + len];
+            if ty == HEADERS || ty == CONTINUATION {
+                acc.extend_from_slice(p);
+                if flags & END_HEADERS != 0 {
+                    res.push(d.decode(&acc).unwrap());
+                    acc.clear();
+                }
+            }
+            pos += 9 + len;
+        }
+        res
+    }
+
+    #[test]
+    fn percent_encoded_authority_becomes_localhost_and_indexing_stays_consistent() {
+        let mut input = PREFACE.to_vec();
+        let h1 = block(&[(b":authority", b"tmp%2Fkiln.sock"), (b":path", b"/x")], true);
+        input.extend(frame(HEADERS, END_HEADERS, 1, &h1));
+        input.extend(frame(0x0, END_STREAM, 1, b"data"));
+        // Second request refers to the dynamic table: index 62 = last added (:path), 63 = :authority.
+        let h2 = vec![0x80 | 63, 0x80 | 62];
+        input.extend(frame(HEADERS, 0, 3, &h2[..1]));
+        input.extend(frame(CONTINUATION, END_HEADERS, 3, &h2[1..]));
+        let out = run(&input);
+        let blocks = decode_all(&out);
+        assert_eq!(blocks.len(), 2);
+        for b in &blocks {
+            assert_eq!(b[0], (b":authority".to_vec(), b"localhost".to_vec()));
+            assert_eq!(b[1], (b":path".to_vec(), b"/x".to_vec()));
+        }
+        // The DATA frame is untouched.
+        let data = frame(0x0, END_STREAM, 1, b"data");
+        assert!(out.windows(data.len()).any(|w| w == data.as_slice()));
+    }
+
+    #[test]
+    fn valid_authority_is_kept_and_garbage_passes_through() {
+        let mut input = PREFACE.to_vec();
+        let h = block(&[(b":authority", b"kilnd.invalid:80")], false);
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &h));
+        let out = run(&input);
+        assert_eq!(decode_all(&out)[0][0].1, b"kilnd.invalid:80");
+        let garbage = b"GET / HTTP/1.1\r\n\r\nmore bytes here".to_vec();
+        assert_eq!(run(&garbage), garbage);
+        let mut bad = PREFACE.to_vec();
+        bad.extend(frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
+        assert_eq!(run(&bad), bad);
+    }
+
+    #[test]
+    fn long_header_blocks_are_split_into_continuations() {
+        let big = vec![b'a'; 40_000];
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block(&[(b"x-big", &big)], false)));
+        let out = run(&input);
+        assert_eq!(decode_all(&out)[0][0].1, big);
+    }
+}
