@@ -1,0 +1,183 @@
+//! The files a job's supervisor shim and the daemon share, all in the job's run
+//! directory: `launch.json` (what to run, written by the daemon), `started.json`
+//! (what was applied, written by the shim once the process runs) and `exit.json`
+//! (how it ended, written atomically by the shim). Also the small fs helpers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::JobError;
+
+pub const LAUNCH_FILE: &str = "launch.json";
+pub const STARTED_FILE: &str = "started.json";
+pub const EXIT_FILE: &str = "exit.json";
+/// The marker a job creates in `$KILN_CHECKPOINT_DIR` to ask for a checkpoint.
+pub const CHECKPOINT_MARKER: &str = ".checkpoint";
+
+/// Everything the shim needs to run one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    pub job_id: u64,
+    pub name: String,
+    pub argv: Vec<String>,
+    pub workdir: PathBuf,
+    /// Full environment of the job (the shim clears its own).
+    pub env: BTreeMap<String, String>,
+    /// CPUs the job may run on (empty: no affinity change).
+    pub cpus: Vec<usize>,
+    pub memory_bytes: u64,
+    /// Relative CPU weight 1..=10000 (cgroup cpu.weight / systemd CPUWeight).
+    pub cpu_weight: u64,
+    /// 0 = none.
+    pub max_runtime_s: u64,
+    /// SIGTERM → SIGKILL grace, milliseconds.
+    pub grace_ms: u64,
+    pub log_path: PathBuf,
+    pub checkpoint_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// Create a cgroup for the job (false when systemd already put it in a unit).
+    pub cgroup: bool,
+    /// Where cgroup hierarchies are mounted (normally /sys/fs/cgroup).
+    pub cgroup_root: PathBuf,
+}
+
+/// Written by the shim once the job's process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedInfo {
+    pub shim_pid: i32,
+    pub shim_start_ticks: u64,
+    pub pid: i32,
+    pub started_at: i64,
+    /// CPU list applied with sched_setaffinity, e.g. "0-3".
+    pub cpus: String,
+    /// How memory is limited: e.g. "cgroup v2 memory.max=...", "cgroup v1 ...", "rlimit AS=...".
+    pub memory_limit: String,
+    /// The cgroup directory created for the job, if any.
+    pub cgroup: Option<PathBuf>,
+    /// Why no cgroup was used, if none was.
+    pub cgroup_note: Option<String>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code when it exited normally.
+    pub code: Option<i32>,
+    /// Signal that ended it.
+    pub signal: Option<i32>,
+    /// `exited`, `cancelled`, `max-runtime`, `memory-limit`, `spawn-failed`, `lost`.
+    pub reason: String,
+    pub detail: String,
+    pub finished_at: i64,
+}
+
+impl ExitRecord {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.reason == "exited"
+    }
+
+    pub fn lost(detail: impl Into<String>) -> ExitRecord {
+        ExitRecord {
+            code: None,
+            signal: None,
+            reason: "lost".into(),
+            detail: detail.into(),
+            finished_at: now_unix(),
+        }
+    }
+
+    /// One line: "exited 0", "cancelled (signal 15)", ...
+    pub fn summary(&self) -> String {
+        let how = match (self.code, self.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "no status".into(),
+        };
+        if self.detail.is_empty() {
+            format!("{} ({how})", self.reason)
+        } else {
+            format!("{} ({how}): {}", self.reason, self.detail)
+        }
+    }
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Write `value` as JSON to `path` atomically (temp file, fsync, rename).
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), JobError> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| JobError::spawn(format!("encode {}: {e}", path.display())))?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| JobError::io("create", &tmp, e))?;
+    f.write_all(&body)
+        .map_err(|e| JobError::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| JobError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| JobError::io("rename into", path, e))
+}
+
+/// Read JSON from `path`; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, JobError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| JobError::spawn(format!("{} is not valid: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(JobError::io("read", path, e)),
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat) and
+/// whether it is a zombie; `None` when the process does not exist.
+pub fn proc_start(pid: i32) -> Option<(u64, bool)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); field 22 is index 19.
+    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
+    Some((f.get(19)?.parse().ok()?, zombie))
+}
+
+/// Format CPU ids as a list like "0-3,8".
+pub fn format_cpus(ids: &[usize]) -> String {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_list_and_own_start_time() {
+        assert_eq!(format_cpus(&[3, 0, 1, 2, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(format_cpus(&[]), "");
+        let (t, z) = proc_start(std::process::id() as i32).unwrap();
+        assert!(t > 0 && !z);
+        assert!(proc_start(i32::MAX).is_none());
+    }
+}
