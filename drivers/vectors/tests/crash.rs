@@ -2,9 +2,10 @@
 //! (and compacts often) in a loop, SIGKILLs it at varying moments, reopens the directory
 //! and checks that every committed batch is whole and nothing else is there.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_vectors::{Metric, Quantisation, StoreOptions, VectorStore};
 
@@ -98,21 +99,27 @@ fn kill_9_during_add_leaves_a_consistent_collection() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, &dir)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Wait until the child is adding, then kill it at a varying moment.
-        let start = Instant::now();
-        while std::fs::read_dir(dir.join("c")).map_or(0, |d| d.count()) < 2
-            && start.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        std::thread::sleep(Duration::from_millis(20 + round * 37));
+        // Wait until this child has committed a batch, then kill it at a varying moment.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("committed") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let started = rx.recv_timeout(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5 + round * 23));
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let status = child.wait().unwrap();
+        let _ = reader.join();
+        assert!(started.is_ok(), "child never committed a batch within 60 s");
         assert!(
             status.code().is_none(),
             "child exited by itself: {status:?}"
