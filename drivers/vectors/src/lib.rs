@@ -5,7 +5,7 @@
 //! - [`pool`]: search threads pinned to the performance CPU set.
 //! - [`index`]: in-memory flat index, batched exact search and int8 scan + f32 rerank.
 //! - [`store`]: named collections persisted as append-only segments plus a manifest.
-//! - [`bench`]: the `kiln-bench vectors` measurement.
+//! - [`mod@bench`]: the `kiln-bench vectors` measurement.
 //!
 //! The crate is synchronous and touches only the collection directory it is given and the
 //! affinity of its own threads.
