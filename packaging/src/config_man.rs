@@ -7,8 +7,8 @@
 //!   the page's DESCRIPTION;
 //! - a comment block directly above `[section]` or `key = value` documents it,
 //!   and a trailing `# comment` on a key line is appended to its text;
-//! - a commented-out assignment (`# key = value`) is an optional setting that
-//!   is unset by default, shown with `value` as its example;
+//! - a commented-out assignment (`#key = value`) shows the built-in default
+//!   of a setting the file leaves unset (the style of configs/kiln.toml);
 //! - a blank line ends a comment block; an empty `#` line starts a paragraph.
 
 use std::fmt;
@@ -38,10 +38,10 @@ pub struct Section {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
     pub name: String,
-    /// The default value as written in the file (or the example, if commented out).
+    /// The value as written in the file (the built-in default if commented out).
     pub value: String,
     pub doc: Vec<String>,
-    /// Written as `# key = value`: unset by default.
+    /// Written as `#key = value`: the file leaves it at its built-in default.
     pub commented_out: bool,
 }
 
@@ -263,9 +263,9 @@ pub fn render_man(doc: &ConfigDoc, version: &str) -> String {
                 if !k.doc.is_empty() {
                     m.push_str(".IP\n");
                 }
-                m.push_str("Unset by default; the value shown is an example.\n");
+                m.push_str("The value shown is the built\\-in default.\n");
             } else if k.doc.is_empty() {
-                m.push_str("Default shown.\n");
+                m.push_str("The value shown is the shipped setting.\n");
             }
         }
     }
@@ -489,7 +489,7 @@ devices = [
         assert!(page.starts_with(".TH KILN.TOML 5 \"\" \"kiln 0.1.0\" \"File Formats\"\n"));
         assert!(page.contains(".SS \"[daemon]\"\n"));
         assert!(page.contains(".TP\n\\fBlog_level\\fR = \\fI\"info\"\\fR\n"));
-        assert!(page.contains("Unset by default; the value shown is an example."));
+        assert!(page.contains("The value shown is the built\\-in default."));
         assert!(page.contains(".BR kilnd (8),"));
         // Every roff request line is one we emit; no stray leading dots.
         for l in page.lines().filter(|l| l.starts_with('.')) {

@@ -159,6 +159,12 @@ fn polkit_declares_five_actions_granted_to_group_kiln() {
         ]
     );
     assert_eq!(p.matches("auth_admin_keep").count(), 3 * ids.len());
+    // kilnd runs as kiln, not root: polkit answers it only as the actions' owner.
+    assert_eq!(
+        p.matches("<annotate key=\"org.freedesktop.policykit.owner\">unix-user:kiln</annotate>")
+            .count(),
+        ids.len()
+    );
     let rules = read("packaging/polkit/60-kiln.rules");
     assert!(rules.contains("subject.isInGroup(\"kiln\")"));
     assert!(rules.contains("action.id.indexOf(\"org.kiln.\") === 0"));
