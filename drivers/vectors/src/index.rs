@@ -498,6 +498,10 @@ impl FlatIndex {
         let n = self.len();
         let nq = queries.len() / dim;
         let cands = (k.saturating_mul(RERANK_FACTOR)).max(RERANK_MIN).min(n);
+        if cands == n {
+            // Every row would be reranked anyway: the exact scan is cheaper.
+            return self.search_exact(pool, queries, k, isa);
+        }
         let kk = k.min(n);
         let stride = sq.stride;
         let mut qcodes = Vec::with_capacity(nq * stride);
