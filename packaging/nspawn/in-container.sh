@@ -141,7 +141,17 @@ else
 fi
 check "socket serves after restart" wait_for 20 runuser -u kmember -- kilnctl --socket "$sock" status
 
-# 7. purge leaves nothing behind
+# 7. reinstall (the upgrade path): restarts kilnd, keeps local config
+pid_before=$(main_pid)
+check "dpkg -i again (upgrade path)" env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
+if wait_for 30 systemctl is-active kilnd && [[ $(main_pid) != "$pid_before" ]] &&
+    [[ -f /etc/kiln/kiln.toml.d/90-test.toml && $(json_log_level) == "$want" ]]; then
+    ok "upgrade restarted kilnd and kept the local drop-in"
+else
+    not_ok "upgrade restarted kilnd and kept the local drop-in (log_level '$(json_log_level)')"
+fi
+
+# 8. purge leaves nothing behind
 check "dpkg --purge kiln" env DEBIAN_FRONTEND=noninteractive dpkg --purge kiln
 left=""
 for p in /lib/systemd/system/kilnd.service /usr/lib/systemd/system/kilnd.service \
