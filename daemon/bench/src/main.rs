@@ -3,6 +3,7 @@
 //! reference measured in the same run. Build in release:
 //! `cargo build --release -p kilnd -p kilnctl -p kiln-bench`.
 
+mod infer;
 mod startup;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// MiniLM in-process vs served (goal ratio >= 0.95); a tiny model under concurrent
+    /// clients (goals >= 15k/s, p99 < 1 ms).
+    Infer {
+        #[arg(long)]
+        json: bool,
+        /// MiniLM inferences per side.
+        #[arg(long, default_value_t = 30)]
+        iters: usize,
+        /// Concurrent clients for the tiny model.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Seconds of tiny-model load.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Start→READY time and idle RSS of kilnd (goals: ≤ 500 ms, ≤ 40 MB).
     Startup {
         #[arg(long)]
@@ -30,6 +46,13 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = match cli.command {
+        Cmd::Infer {
+            json,
+            iters,
+            clients,
+            seconds,
+        } => infer::run(iters.max(1), clients.max(1), seconds.max(1))
+            .map(|r| if json { r.json() } else { r.table() }),
         Cmd::Startup { json, runs } => {
             startup::run(runs).map(|r| if json { r.json() } else { r.table() })
         }

@@ -5,3 +5,5 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod devices;
+pub mod models;
+pub mod storage;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use kilnctl::cli::{Cli, Command};
-use kilnctl::{commands, devices};
+use kilnctl::{commands, devices, models, storage};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,6 +26,20 @@ fn main() -> ExitCode {
                 watch,
                 rescan,
             } => devices::run(&cli.socket, *json, *watch, *rescan).await,
+            Command::Storage { command } => storage::run(&cli.socket, command).await,
+            Command::Models { command } => storage::run_models(&cli.socket, command).await,
+            Command::Infer {
+                model,
+                inputs,
+                shapes,
+                version,
+                json,
+            } => {
+                models::infer(&cli.socket, model, version.as_deref(), inputs, shapes, *json).await
+            }
+            Command::Embed { texts, model, json } => {
+                models::embed(&cli.socket, texts, model, *json).await
+            }
         }
     });
     match result {

@@ -226,7 +226,9 @@ impl Engine {
     }
 
     fn repository(&self) -> Result<PathBuf, EngineError> {
-        self.config().models.repository.ok_or_else(|| {
+        // Unset: the storage models dataset (where `kilnctl models import` puts them).
+        let models_ds = self.storage().ok().map(|s| s.dataset_path(kiln_storage::Dataset::Models));
+        self.config().models.repository.or(models_ds).ok_or_else(|| {
             EngineError::not_found(
                 "no model repository is configured; set [models] repository in kiln.toml or start kilnd with --model-repository DIR",
             )
@@ -285,7 +287,7 @@ impl Engine {
                 self.set_component("inference", ComponentState::Disabled, e.to_string());
             }
         }
-        let Some(repo) = cfg.models.repository.clone() else {
+        let Ok(repo) = self.repository() else {
             return;
         };
         if cfg.models.load_at_start || cfg.models.control == "poll" {
@@ -488,7 +490,7 @@ impl Engine {
         let hal: Vec<String> = self
             .devices()
             .iter()
-            .map(|d| format!("{:?} {} ({})", d.kind, d.id, d.identity.name).to_uppercase())
+            .map(|d| format!("{} {} ({})", format!("{:?}", d.kind).to_uppercase(), d.id, d.identity.name))
             .collect();
         let mut out = Vec::new();
         let mut first_err = None;
@@ -592,11 +594,11 @@ impl Engine {
         let devices = rt.devices().map_err(ov_err)?;
         let (order, auto) = placement::candidates(device.as_deref(), &settings, &devices);
         let mut tried: Vec<(String, Option<f64>)> = order.iter().map(|d| (d.clone(), None)).collect();
+        for (d, m) in tried.iter_mut() {
+            *m = placement::stored(self.db(), &name, version, d, files.weights_bytes).map(|m| m.per_second);
+        }
         if auto {
             // Measured devices first, best first; unmeasured ones get measured below.
-            for (d, m) in tried.iter_mut() {
-                *m = placement::stored(self.db(), &name, version, d, files.weights_bytes).map(|m| m.per_second);
-            }
             tried.sort_by(|a, b| b.1.unwrap_or(f64::MAX).total_cmp(&a.1.unwrap_or(f64::MAX)));
         }
         let hints = CompileHints {
@@ -815,6 +817,17 @@ impl Engine {
     /// The loaded version a request addresses: NOT_FOUND for unknown names/versions,
     /// UNAVAILABLE when known but not ready.
     fn resolve(&self, name: &str, version: &str) -> Result<(u64, Arc<Loaded>), EngineError> {
+        self.resolve_inner(name, version).map_err(|e| {
+            // A missing runtime explains every "not available".
+            if e.kind == crate::ErrorKind::Unavailable {
+                self.disabled_error().unwrap_or(e)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn resolve_inner(&self, name: &str, version: &str) -> Result<(u64, Arc<Loaded>), EngineError> {
         let t = self.models().table();
         let Some(slots) = t.get(name) else {
             drop(t);
