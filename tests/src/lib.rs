@@ -46,6 +46,15 @@ pub fn kilnctl(socket: &Path, args: &[&str]) -> Output {
         .expect("run kilnctl")
 }
 
+/// A config file body for tests: the group authority (no polkit here) and
+/// storage under `dir`, followed by `extra` (other tables only).
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[auth]\nbackend = \"group\"\n[storage]\nroot = \"{}\"\n{extra}",
+        dir.join("data").display()
+    )
+}
+
 /// A dbus-daemon of our own, configured like the system bus plus our policy.
 pub struct PrivateBus {
     pub address: String,
@@ -154,7 +163,7 @@ impl Kilnd {
         } else {
             // An empty main file: built-in defaults, never the machine's /etc.
             let empty = dir.path().join("kiln.toml");
-            std::fs::write(&empty, "[auth]\nbackend = \"group\"\n").map_err(|e| e.to_string())?;
+            std::fs::write(&empty, test_config(dir.path(), "")).map_err(|e| e.to_string())?;
             cmd.arg("--config").arg(empty);
         }
         cmd.arg("--socket")

@@ -3,7 +3,7 @@
 //! objects and the gRPC Watch stream (via `kilnctl devices --watch`).
 
 use futures_util::StreamExt;
-use kiln_tests::{Kilnd, PrivateBus, Start, bin, repo_root};
+use kiln_tests::{Kilnd, PrivateBus, Start, bin, repo_root, test_config};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -158,14 +158,8 @@ fn ncs2_hotplug_reaches_dbus_and_the_watch_stream() {
         .status();
     assert!(st.unwrap().success());
     let conf = t.path().join("kiln.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[hal]\nroot = \"{}\"\nsample_interval_ms = 200\n[auth]\nbackend = \"group\"\n",
-            tree.display()
-        ),
-    )
-    .unwrap();
+    let hal = format!("[hal]\nroot = \"{}\"\nsample_interval_ms = 200\n", tree.display());
+    std::fs::write(&conf, test_config(t.path(), &hal)).unwrap();
     let bus = PrivateBus::start();
     let k = Kilnd::start(Start {
         config: Some(conf),

@@ -1,7 +1,7 @@
 //! The spine, tested from outside: the real kilnd and kilnctl binaries, a
 //! real dbus-daemon with our policy, systemd's notify protocol and signals.
 
-use kiln_tests::{Kilnd, PrivateBus, Start, bin, kilnctl, repo_root};
+use kiln_tests::{Kilnd, PrivateBus, Start, bin, kilnctl, repo_root, test_config};
 use nix::sys::signal::Signal;
 use std::process::Command;
 use std::time::Duration;
@@ -56,21 +56,13 @@ fn sigterm_drains_exits_zero_and_removes_the_socket() {
 fn sighup_reload_changes_a_live_value_and_lists_restart_keys() {
     let t = tempfile::tempdir().unwrap();
     let conf = t.path().join("kiln.toml");
-    std::fs::write(
-        &conf,
-        "[daemon]\nlog_level = \"info\"\n[auth]\nbackend = \"group\"\n",
-    )
-    .unwrap();
+    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"info\"\n")).unwrap();
     let k = Kilnd::start(Start {
         config: Some(conf.clone()),
         ..Default::default()
     });
     assert_eq!(k.status_json()["log_level"], "info");
-    std::fs::write(
-        &conf,
-        "[daemon]\nlog_level = \"debug\"\nmax_message_bytes = 1048576\n[auth]\nbackend = \"group\"\n",
-    )
-    .unwrap();
+    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"debug\"\nmax_message_bytes = 1048576\n")).unwrap();
     k.signal(Signal::SIGHUP);
     assert!(
         k.wait_notify("RELOADING=1", Duration::from_secs(5))
@@ -92,7 +84,7 @@ fn sighup_reload_changes_a_live_value_and_lists_restart_keys() {
     );
     assert_eq!(s["state"], "running");
     // A bad file on reload keeps the running configuration.
-    std::fs::write(&conf, "[daemon]\nlog_level = \"shouty\"\n").unwrap();
+    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"shouty\"\n")).unwrap();
     k.signal(Signal::SIGHUP);
     let after = k
         .wait_notify("READY=1", Duration::from_secs(5))
@@ -257,10 +249,7 @@ fn metrics_listener_serves_per_rpc_counters() {
     let msock = t.path().join("metrics.sock");
     std::fs::write(
         &conf,
-        format!(
-            "[metrics]\nlisten = \"unix:{}\"\n[auth]\nbackend = \"group\"\n",
-            msock.display()
-        ),
+        test_config(t.path(), &format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display())),
     )
     .unwrap();
     let k = Kilnd::start(Start {

@@ -434,11 +434,12 @@ fn file_err(file: &Path, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Parse one file, check it alone (so errors name it) and return its table.
-fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+fn read_file(path: &Path, base: &Path) -> Result<toml::Table, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
-    let partial: Config = toml::from_str(&text)
+    let mut partial: Config = toml::from_str(&text)
         .map_err(|e: toml::de::Error| file_err(path, describe_toml_error(&text, &e)))?;
+    resolve_relative(&mut partial, base);
     partial.validate().map_err(|problems| ConfigError {
         file: Some(path.to_path_buf()),
         problems,
@@ -503,10 +504,22 @@ fn resolve_relative(c: &mut Config, base: &Path) {
 
 /// Load the main file (if present or required), the drop-ins, then overrides.
 pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
+    let base = sources
+        .main
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     let mut merged = toml::Table::new();
     let mut files = Vec::new();
     if sources.main.exists() {
-        merge(&mut merged, read_file(&sources.main)?);
+        merge(&mut merged, read_file(&sources.main, &base)?);
         files.push(sources.main.clone());
     } else if sources.explicit {
         return Err(file_err(
@@ -523,7 +536,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
             .collect();
         dropins.sort();
         for d in dropins {
-            merge(&mut merged, read_file(&d)?);
+            merge(&mut merged, read_file(&d, &base)?);
             files.push(d);
         }
     }
@@ -531,18 +544,6 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         file: sources.main.exists().then(|| sources.main.clone()),
         problems: vec![e.message().to_string()],
     })?;
-    let base = sources
-        .main
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."));
-    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     resolve_relative(&mut config, &base);
     sources.overrides.apply(&mut config);
     config.validate().map_err(|problems| ConfigError {
