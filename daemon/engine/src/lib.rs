@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod models;
 pub mod state;
+pub mod storage;
 
 pub use auth::{Action, Authority, Caller, GroupAuthority};
 pub use config::{Config, ConfigError, ConfigSources, LoadedConfig, Overrides};

@@ -127,6 +127,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Add metrics produced at scrape time (e.g. storage command statistics).
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        reg.register_collector(c);
+    }
+
     /// Text exposition format (OpenMetrics text, which Prometheus scrapes).
     pub fn render(&self) -> String {
         self.refresh_process();

@@ -1,0 +1,488 @@
+//! Storage in the engine: status, snapshots, rollback, pruning and model import over the
+//! `kiln_storage` backend the engine opened at start. Mutations authorise
+//! (`ManageStorage`; model import/rollback `ManageModels`), act on a blocking thread,
+//! then write an audit row. Also the hourly scrub timer and the Prometheus collector for
+//! `zfs`/`zpool` call statistics. Touches the datasets only through `kiln_storage`.
+
+use crate::auth::{Action, Caller};
+use crate::engine::{Engine, Inner};
+use crate::error::{EngineError, ErrorKind};
+use kiln_storage::{
+    CmdStat, Dataset, ErrorCode, ModelImport, ModelRollback, PruneReport, RollbackReport,
+    SnapshotInfo, Storage, StorageError, StorageStatus,
+};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often the scrub schedule is checked.
+pub const SCRUB_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// A storage error as an engine error; the message (problem and fix) passes through.
+pub fn storage_error(e: StorageError) -> EngineError {
+    let kind = match e.code() {
+        ErrorCode::InvalidArgument => ErrorKind::InvalidArgument,
+        ErrorCode::NotFound => ErrorKind::NotFound,
+        ErrorCode::AlreadyExists => ErrorKind::AlreadyExists,
+        ErrorCode::FailedPrecondition | ErrorCode::Unimplemented => ErrorKind::FailedPrecondition,
+        ErrorCode::ResourceExhausted => ErrorKind::ResourceExhausted,
+        ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => ErrorKind::Unavailable,
+        ErrorCode::Internal => ErrorKind::Internal,
+    };
+    EngineError::new(kind, e.to_string())
+}
+
+/// Parse a dataset name from the wire (`models|embeddings|checkpoints|logs`).
+pub fn parse_dataset(s: &str) -> Result<Dataset, EngineError> {
+    Dataset::parse(s).map_err(storage_error)
+}
+
+/// Result of `import_model`: the import, and the load outcome when a load was asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportOutcome {
+    pub import: ModelImport,
+    /// Set when `load` was requested: what loaded, or why it did not (the import stays).
+    pub load: Option<LoadOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadOutcome {
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn join_err(e: tokio::task::JoinError) -> EngineError {
+    EngineError::internal(format!("storage task failed: {e}"))
+}
+
+/// Run a blocking storage call off the async threads.
+async fn blocking<T: Send + 'static>(
+    s: Arc<dyn Storage>,
+    f: impl FnOnce(&dyn Storage) -> kiln_storage::Result<T> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(move || f(s.as_ref()))
+        .await
+        .map_err(join_err)?
+        .map_err(storage_error)
+}
+
+/// A non-root caller may only import what they could read themselves (kilnd reads the
+/// source with its own rights). Checks the top-level path's owner and mode bits.
+fn check_caller_can_read(caller: &Caller, src: &Path) -> Result<(), EngineError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(uid) = caller.uid else { return Ok(()) };
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    let md = std::fs::metadata(src).map_err(|e| {
+        EngineError::invalid(format!(
+            "import source {}: {e}; give an existing file or directory",
+            src.display()
+        ))
+    })?;
+    let mode = md.mode();
+    let readable = (md.uid() == uid && mode & 0o400 != 0)
+        || (caller.gid == Some(md.gid()) && mode & 0o040 != 0)
+        || mode & 0o004 != 0;
+    if readable {
+        Ok(())
+    } else {
+        Err(EngineError::denied(format!(
+            "uid {uid} cannot read {}; kilnd imports only what the caller may read: \
+             make it readable for you (chmod/chown) or import as root",
+            src.display()
+        )))
+    }
+}
+
+impl Engine {
+    /// Full storage status (backend, datasets with requested/effective properties and
+    /// fallback reasons, pool health, scrub, ARC). Unavailable with the reason when
+    /// storage did not open.
+    pub async fn storage_status(&self) -> Result<StorageStatus, EngineError> {
+        blocking(self.storage()?, |s| s.status()).await
+    }
+
+    /// Snapshots of one dataset (`Some("models")`) or all, oldest first.
+    pub async fn list_snapshots(&self, ds: Option<&str>) -> Result<Vec<SnapshotInfo>, EngineError> {
+        let ds = ds.map(parse_dataset).transpose()?;
+        blocking(self.storage()?, move |s| s.list_snapshots(ds)).await
+    }
+
+    /// Snapshot a dataset. Needs `ManageStorage`.
+    pub async fn snapshot(
+        &self,
+        caller: &Caller,
+        ds: &str,
+        name: &str,
+        keep: bool,
+    ) -> Result<SnapshotInfo, EngineError> {
+        let result = async {
+            self.authorize(caller, Action::ManageStorage).await?;
+            let d = parse_dataset(ds)?;
+            let n = name.to_string();
+            blocking(self.storage()?, move |s| s.snapshot(d, &n, keep)).await
+        }
+        .await;
+        let args = format!("dataset={ds} name={name} keep={keep}");
+        self.audit(caller, "StorageSnapshot", &args, &result, "");
+        result
+    }
+
+    /// Roll a whole dataset back to a snapshot. Needs `ManageStorage`.
+    pub async fn rollback(
+        &self,
+        caller: &Caller,
+        ds: &str,
+        name: &str,
+        destroy_newer: bool,
+    ) -> Result<RollbackReport, EngineError> {
+        let result = async {
+            self.authorize(caller, Action::ManageStorage).await?;
+            let d = parse_dataset(ds)?;
+            let n = name.to_string();
+            blocking(self.storage()?, move |s| s.rollback(d, &n, destroy_newer)).await
+        }
+        .await;
+        let detail = match &result {
+            Ok(r) if !r.destroyed.is_empty() => format!("destroyed={:?}", r.destroyed),
+            _ => String::new(),
+        };
+        let args = format!("dataset={ds} name={name} destroy_newer={destroy_newer}");
+        self.audit(caller, "StorageRollback", &args, &result, &detail);
+        result
+    }
+
+    /// Restore `models/<name>/` as it was at version `version`. Needs `ManageModels`.
+    pub async fn rollback_model(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: u32,
+    ) -> Result<ModelRollback, EngineError> {
+        let result = async {
+            self.authorize(caller, Action::ManageModels).await?;
+            let n = name.to_string();
+            blocking(self.storage()?, move |s| s.rollback_model(&n, version)).await
+        }
+        .await;
+        let detail = match &result {
+            Ok(r) => format!("versions={:?} removed={:?}", r.versions, r.removed_versions),
+            Err(_) => String::new(),
+        };
+        let args = format!("model={name} version={version}");
+        self.audit(caller, "RollbackModel", &args, &result, &detail);
+        result
+    }
+
+    /// Apply the retention grid to one dataset or all four. Needs `ManageStorage`.
+    pub async fn prune(
+        &self,
+        caller: &Caller,
+        ds: Option<&str>,
+    ) -> Result<Vec<PruneReport>, EngineError> {
+        let result: Result<Vec<PruneReport>, EngineError> = async {
+            self.authorize(caller, Action::ManageStorage).await?;
+            let which = match ds {
+                Some(d) => vec![parse_dataset(d)?],
+                None => Dataset::ALL.to_vec(),
+            };
+            blocking(self.storage()?, move |s| {
+                let now = kiln_storage::now_unix();
+                which.into_iter().map(|d| s.prune(d, now)).collect()
+            })
+            .await
+        }
+        .await;
+        let detail = match &result {
+            Ok(rs) => rs
+                .iter()
+                .filter(|r| !r.removed.is_empty())
+                .map(|r| {
+                    let d = r.dataset.map(|d| d.name()).unwrap_or("?");
+                    format!("{d}: removed {:?}", r.removed)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(_) => String::new(),
+        };
+        let args = format!("dataset={}", ds.unwrap_or("all"));
+        self.audit(caller, "StoragePrune", &args, &result, &detail);
+        result
+    }
+
+    /// Copy `src` (absolute path of a file or directory the caller may read) into the
+    /// models dataset as the next version of `name`, snapshot it, and load it when `load`.
+    /// `progress(done, total)` is called from a blocking thread while copying. Needs
+    /// `ManageModels`.
+    pub async fn import_model(
+        &self,
+        caller: &Caller,
+        src: &Path,
+        name: &str,
+        load: bool,
+        progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<ImportOutcome, EngineError> {
+        let result = async {
+            self.authorize(caller, Action::ManageModels).await?;
+            if !src.is_absolute() {
+                return Err(EngineError::invalid(format!(
+                    "import source {:?} is relative; give an absolute path (kilnctl does this for you)",
+                    src.display().to_string()
+                )));
+            }
+            check_caller_can_read(caller, src)?;
+            let (p, n) = (PathBuf::from(src), name.to_string());
+            let mut progress = progress;
+            blocking(self.storage()?, move |s| {
+                s.import_model(&p, &n, &mut progress)
+            })
+            .await
+        }
+        .await;
+        let detail = match &result {
+            Ok(i) => format!(
+                "version={} snapshot={} bytes={}",
+                i.version, i.snapshot, i.bytes
+            ),
+            Err(_) => String::new(),
+        };
+        let args = format!("model={name} source={} load={load}", src.display());
+        self.audit(caller, "ImportModel", &args, &result, &detail);
+        let import = result?;
+        let load = if load {
+            let opts = crate::models::LoadOptions::default();
+            Some(match self.load_model(caller, name, &opts).await {
+                Ok(v) => LoadOutcome {
+                    ok: true,
+                    detail: v
+                        .iter()
+                        .map(|i| format!("v{} on {}", i.version, i.device))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
+                Err(e) => LoadOutcome {
+                    ok: false,
+                    detail: e.message,
+                },
+            })
+        } else {
+            None
+        };
+        Ok(ImportOutcome { import, load })
+    }
+
+    /// `zfs`/`zpool` call statistics (empty for the dir backend or without storage).
+    pub fn storage_command_metrics(&self) -> Vec<CmdStat> {
+        self.storage()
+            .map(|s| s.command_metrics())
+            .unwrap_or_default()
+    }
+
+    /// Export the command statistics with the engine's metrics and start the hourly
+    /// scrub check (`[storage.scrub] interval_days`). Call once, inside the runtime.
+    pub fn start_storage(&self) {
+        self.metrics()
+            .register_collector(Box::new(StorageCollector {
+                inner: Arc::downgrade(&self.inner),
+            }));
+        let Ok(storage) = self.storage() else { return };
+        if storage.config().scrub.interval_days == 0
+            || storage.kind() != kiln_storage::BackendKind::Zfs
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCRUB_CHECK_EVERY);
+            loop {
+                tick.tick().await;
+                let s = storage.clone();
+                let r =
+                    tokio::task::spawn_blocking(move || s.scrub_if_due(kiln_storage::now_unix()))
+                        .await;
+                match r {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "scheduled scrub check failed"),
+                    Err(e) => tracing::warn!(error = %e, "scheduled scrub task failed"),
+                }
+            }
+        });
+    }
+}
+
+/// Renders `kiln_storage_*` from the backend's command statistics at scrape time.
+struct StorageCollector {
+    inner: Weak<Inner>,
+}
+
+impl std::fmt::Debug for StorageCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageCollector")
+    }
+}
+
+impl Collector for StorageCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Ok(());
+        };
+        let stats = Engine { inner }.storage_command_metrics();
+        encode_command_stats(&stats, &mut encoder)
+    }
+}
+
+fn encode_command_stats(
+    stats: &[CmdStat],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    if stats.is_empty() {
+        return Ok(());
+    }
+    let label = |s: &CmdStat| vec![("command".to_string(), s.command.clone())];
+    {
+        let mut m = encoder.encode_descriptor(
+            "kiln_storage_commands",
+            "zfs/zpool invocations, by subcommand",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in stats {
+            let l = label(s);
+            m.encode_family(&l)?
+                .encode_counter::<NoLabelSet, _, u64>(&s.calls, None)?;
+        }
+    }
+    {
+        let mut m = encoder.encode_descriptor(
+            "kiln_storage_command_failures",
+            "zfs/zpool invocations that failed, by subcommand",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in stats {
+            let l = label(s);
+            m.encode_family(&l)?
+                .encode_counter::<NoLabelSet, _, u64>(&s.failures, None)?;
+        }
+    }
+    let mut m = encoder.encode_descriptor(
+        "kiln_storage_command_duration_seconds",
+        "zfs/zpool call duration, by subcommand",
+        None,
+        MetricType::Histogram,
+    )?;
+    for s in stats {
+        // CmdStat buckets are cumulative; the encoder wants per-bucket counts.
+        let mut prev = 0;
+        let buckets: Vec<(f64, u64)> = kiln_storage::zfscmd::BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(s.buckets.iter().copied())
+            .map(|(le, cum)| {
+                let n = cum.saturating_sub(prev);
+                prev = cum;
+                (le, n)
+            })
+            .collect();
+        let l = label(s);
+        m.encode_family(&l)?.encode_histogram::<NoLabelSet>(
+            s.total_seconds,
+            s.calls,
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_keep_their_class_and_message() {
+        let e = storage_error(StorageError::PoolMissing {
+            pool: "tank".into(),
+            command: "zpool list -H tank".into(),
+            stderr: "cannot open 'tank': no such pool".into(),
+        });
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("zpool import tank"), "{}", e.message);
+        let e = parse_dataset("model").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("one of models"), "{}", e.message);
+        let e = storage_error(StorageError::QuotaFull {
+            target: "x".into(),
+            detail: "y".into(),
+        });
+        assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    }
+
+    #[test]
+    fn command_stats_render_as_counters_and_a_histogram() {
+        let m = crate::metrics::Metrics::new();
+        let stats = vec![CmdStat {
+            command: "zfs get".into(),
+            calls: 3,
+            failures: 1,
+            total_seconds: 0.5,
+            buckets: vec![1, 2, 2, 3, 3, 3, 3, 3],
+        }];
+        #[derive(Debug)]
+        struct Fixed(Vec<CmdStat>);
+        impl Collector for Fixed {
+            fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+                encode_command_stats(&self.0, &mut e)
+            }
+        }
+        m.register_collector(Box::new(Fixed(stats)));
+        let text = m.render();
+        assert!(
+            text.contains(r#"kiln_storage_commands_total{command="zfs get"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kiln_storage_command_failures_total{command="zfs get"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kiln_storage_command_duration_seconds_bucket{le="0.01",command="zfs get"} 2"#
+            ) || text.contains(
+                r#"kiln_storage_command_duration_seconds_bucket{command="zfs get",le="0.01"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_storage_command_duration_seconds_count{command=\"zfs get\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn strangers_cannot_import_what_they_cannot_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("m.bin");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let stranger = Caller {
+            transport: crate::auth::Transport::Grpc,
+            uid: Some(if me == 65534 { 65533 } else { 65534 }),
+            gid: Some(65534),
+            pid: Some(1),
+            bus_name: None,
+        };
+        let e = check_caller_can_read(&stranger, &f).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_caller_can_read(&stranger, &f).unwrap();
+        check_caller_can_read(&Caller::internal(), &f).unwrap();
+    }
+}

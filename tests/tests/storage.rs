@@ -1,0 +1,738 @@
+//! Storage through the real kilnd and kilnctl, on a real zfs-fuse pool and on the dir
+//! backend (the same behaviour test runs on both): status with requested/effective
+//! properties and fallback reasons, model import → snapshot, rollback restoring exact
+//! bytes, pruning by the retention grid, bad input, a missing pool, D-Bus and metrics.
+//! Needs root and /dev/fuse (zfs-fuse from Debian); the harness starts `zfs-fuse
+//! --no-daemon` when none answers and destroys every pool it creates, also on panic.
+
+use kiln_tests::{Kilnd, PrivateBus, Start};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+// ---------- zfs-fuse pools ----------
+
+fn zpool_answers() -> bool {
+    Command::new("zpool")
+        .args(["list", "-H"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Start `zfs-fuse --no-daemon` unless one answers already (it is left running).
+fn ensure_zfs_fuse() {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        if zpool_answers() {
+            return Ok(());
+        }
+        Command::new("zfs-fuse")
+            .arg("--no-daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot start zfs-fuse ({e}); apt-get install zfs-fuse (needs root and /dev/fuse)")
+            })?;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            if zpool_answers() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("zfs-fuse started but `zpool list` did not answer within 15 s".into())
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+/// A file-backed pool with a unique name, root unmounted (zfs-fuse deadlocks on nested
+/// mounts); destroyed with its directory on drop.
+struct Pool {
+    name: String,
+    /// Holds the vdev file and the mountpoints until the pool is destroyed.
+    _dir: tempfile::TempDir,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        ensure_zfs_fuse();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "kst{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-tpool-")
+            .tempdir()
+            .unwrap();
+        let vdev = dir.path().join("vdev");
+        std::fs::File::create(&vdev)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        let out = Command::new("zpool")
+            .args(["create", "-o", "cachefile=none", "-O", "canmount=off", "-m"])
+            .arg(dir.path().join("mnt"))
+            .arg(&name)
+            .arg(&vdev)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "zpool create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Pool { name, _dir: dir }
+    }
+
+    fn zfs(&self, args: &[&str]) -> String {
+        let out = Command::new("zfs").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "zfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for _ in 0..40 {
+            let ok = Command::new("zpool")
+                .args(["destroy", "-f", &self.name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        eprintln!("warning: could not destroy test pool {}", self.name);
+    }
+}
+
+// ---------- a kilnd on one backend ----------
+
+enum Backend {
+    Dir,
+    Zfs(Pool),
+}
+
+struct Env {
+    k: Kilnd,
+    backend: Backend,
+    /// Sources for imports, outside the storage.
+    scratch: tempfile::TempDir,
+    _conf_dir: tempfile::TempDir,
+}
+
+const RETENTION: &str = "[storage.retention]\nkeep_last = 1\nhourly = 0\ndaily = 3\nweekly = 0\n";
+
+fn storage_config(backend: &Backend, root: &Path) -> String {
+    let mut s = String::from("[auth]\nbackend = \"group\"\n[storage]\n");
+    match backend {
+        Backend::Dir => s.push_str(&format!(
+            "backend = \"dir\"\nroot = \"{}\"\n",
+            root.display()
+        )),
+        Backend::Zfs(p) => s.push_str(&format!("backend = \"zfs\"\npool = \"{}\"\n", p.name)),
+    }
+    s.push_str(RETENTION);
+    s
+}
+
+impl Env {
+    fn start(zfs: bool, extra: &str, bus: Option<String>) -> Env {
+        let backend = if zfs {
+            Backend::Zfs(Pool::new())
+        } else {
+            Backend::Dir
+        };
+        let conf_dir = tempfile::tempdir().unwrap();
+        let conf = conf_dir.path().join("kiln.toml");
+        let body = storage_config(&backend, &conf_dir.path().join("data")) + extra;
+        std::fs::write(&conf, body).unwrap();
+        let k = Kilnd::start(Start {
+            config: Some(conf),
+            bus,
+            ..Default::default()
+        });
+        Env {
+            k,
+            backend,
+            scratch: tempfile::tempdir().unwrap(),
+            _conf_dir: conf_dir,
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.k.kilnctl(args);
+        assert!(
+            out.status.success(),
+            "kilnctl {args:?} failed: {}\nkilnd stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.k.stderr()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).expect("kilnctl --json prints JSON")
+    }
+
+    fn status(&self) -> Value {
+        self.json(&["storage", "status"])
+    }
+
+    fn mountpoint(&self, ds: &str) -> PathBuf {
+        let st = self.status();
+        let d = st["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dataset"] == ds)
+            .unwrap_or_else(|| panic!("no dataset {ds} in {st}"));
+        PathBuf::from(d["mountpoint"].as_str().unwrap())
+    }
+
+    /// Pretend a kiln-made snapshot was taken at `t` (what `snapshot_at` stamps).
+    fn age(&self, ds: &str, snap: &str, t: i64) {
+        match &self.backend {
+            Backend::Zfs(p) => {
+                p.zfs(&[
+                    "set",
+                    &format!("org.kiln:created={t}"),
+                    &format!("{}/kiln/{ds}@{snap}", p.name),
+                ]);
+            }
+            Backend::Dir => {
+                let base = self
+                    .mountpoint(ds)
+                    .parent()
+                    .unwrap()
+                    .join(".snapshots")
+                    .join(ds);
+                let m = base.join(format!("{snap}.json"));
+                let mut v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+                v["created"] = t.into();
+                std::fs::write(&m, serde_json::to_vec(&v).unwrap()).unwrap();
+            }
+        }
+    }
+
+    /// A snapshot kiln did not make (an operator's).
+    fn foreign_snapshot(&self, ds: &str, snap: &str) {
+        match &self.backend {
+            Backend::Zfs(p) => {
+                p.zfs(&["snapshot", &format!("{}/kiln/{ds}@{snap}", p.name)]);
+            }
+            Backend::Dir => {
+                let base = self
+                    .mountpoint(ds)
+                    .parent()
+                    .unwrap()
+                    .join(".snapshots")
+                    .join(ds);
+                std::fs::create_dir_all(base.join(snap)).unwrap();
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn fails(out: &Output, code_words: &str, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected a refused call: {err}");
+    assert!(err.contains(code_words), "expected `{code_words}`: {err}");
+    assert!(err.contains(needle), "expected `{needle}`: {err}");
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x["name"].as_str().or(x.as_str()).unwrap().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+// ---------- the shared behaviour test ----------
+
+fn behaviour(zfs: bool) {
+    let e = Env::start(zfs, "", None);
+    let st = e.status();
+    assert_eq!(st["backend"], if zfs { "zfs" } else { "dir" });
+    let ds: Vec<&str> = st["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dataset"].as_str().unwrap())
+        .collect();
+    assert_eq!(ds, ["models", "embeddings", "checkpoints", "logs"]);
+
+    // Import a model directory twice: versions 1 and 2, each a keep-marked snapshot.
+    let src = e.scratch.path().join("resnet");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let v1_xml = bytes(1, 3 << 20);
+    std::fs::write(src.join("model.xml"), &v1_xml).unwrap();
+    std::fs::write(src.join("sub/weights.bin"), bytes(2, 70_000)).unwrap();
+    let r = e.json(&[
+        "models",
+        "import",
+        src.to_str().unwrap(),
+        "--name",
+        "resnet",
+    ]);
+    assert_eq!(
+        (r["version"].as_u64(), r["snapshot"].as_str()),
+        (Some(1), Some("resnet-v1")),
+        "{r}"
+    );
+    assert_eq!(r["files"], 2);
+    std::fs::write(src.join("model.xml"), bytes(3, 1 << 20)).unwrap();
+    let r = e.json(&[
+        "models",
+        "import",
+        src.to_str().unwrap(),
+        "--name",
+        "resnet",
+    ]);
+    assert_eq!(r["version"], 2, "{r}");
+    let snaps = e.json(&["storage", "snapshots", "models"]);
+    let v1 = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "resnet-v1")
+        .expect("resnet-v1 listed");
+    assert_eq!(
+        (v1["dataset"].as_str(), v1["keep"].as_bool()),
+        (Some("models"), Some(true))
+    );
+    let models = e.mountpoint("models");
+    assert_eq!(
+        std::fs::read(models.join("resnet/1/model.xml")).unwrap(),
+        v1_xml
+    );
+
+    // Break version 1 in the live tree, then roll the model back to it: exact bytes.
+    std::fs::write(models.join("resnet/1/model.xml"), b"corrupted").unwrap();
+    let r = e.json(&["models", "rollback", "resnet", "1"]);
+    assert_eq!(r["versions"], serde_json::json!([1]), "{r}");
+    assert_eq!(r["removed_versions"], serde_json::json!([2]), "{r}");
+    assert_eq!(
+        std::fs::read(models.join("resnet/1/model.xml")).unwrap(),
+        v1_xml
+    );
+    assert_eq!(
+        std::fs::read(models.join("resnet/1/sub/weights.bin")).unwrap(),
+        bytes(2, 70_000)
+    );
+    assert!(!models.join("resnet/2").exists());
+    fails(
+        &e.k.kilnctl(&["models", "rollback", "resnet", "9"]),
+        "not found",
+        "known versions",
+    );
+
+    // Whole-dataset rollback restores exact bytes; newer snapshots block it unless asked.
+    let logs = e.mountpoint("logs");
+    let original = bytes(4, 200_000);
+    std::fs::write(logs.join("app.log"), &original).unwrap();
+    e.ok(&["storage", "snapshot", "logs", "before"]);
+    std::fs::write(logs.join("app.log"), b"overwritten").unwrap();
+    std::fs::write(logs.join("new.log"), b"x").unwrap();
+    // The dir backend orders snapshots by their whole-second stamp (then by name), so two
+    // snapshots within one second may not count as "newer"; keep them a second apart.
+    std::thread::sleep(Duration::from_millis(1100));
+    e.ok(&["storage", "snapshot", "logs", "after"]);
+    fails(
+        &e.k.kilnctl(&["storage", "rollback", "logs", "before"]),
+        "failed precondition",
+        "--destroy-newer",
+    );
+    let r = e.json(&["storage", "rollback", "logs", "before", "--destroy-newer"]);
+    assert_eq!(r["destroyed"], serde_json::json!(["after"]), "{r}");
+    assert_eq!(std::fs::read(logs.join("app.log")).unwrap(), original);
+    assert!(!logs.join("new.log").exists());
+    fails(
+        &e.k.kilnctl(&["storage", "snapshot", "logs", "before"]),
+        "already exists",
+        "before",
+    );
+
+    // Retention: keep_last 1, daily 3 (UTC days, the current one counted).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day0 = now - now.rem_euclid(86_400);
+    let plan: [(&str, i64); 5] = [
+        ("ck-a", now - 10 * 86_400),        // outside the grid: removed
+        ("ck-c", day0 - 2 * 86_400 + 60),   // same day as ck-b, older: removed
+        ("ck-b", day0 - 2 * 86_400 + 7200), // newest of two days ago: kept
+        ("ck-d", day0 - 86_400 + 100),      // yesterday: kept
+        ("ck-e", now),                      // newest: kept (last 1, daily)
+    ];
+    for (n, _) in &plan {
+        e.ok(&["storage", "snapshot", "checkpoints", n]);
+    }
+    for (n, t) in &plan[..4] {
+        e.age("checkpoints", n, *t);
+    }
+    e.ok(&["storage", "snapshot", "checkpoints", "pinned", "--keep"]);
+    e.age("checkpoints", "pinned", now - 30 * 86_400);
+    e.foreign_snapshot("checkpoints", "operator");
+    let r = e.json(&["storage", "prune", "checkpoints"]);
+    let rep = &r[0];
+    assert_eq!(names(&rep["removed"]), ["ck-a", "ck-c"], "{r}");
+    assert_eq!(names(&rep["kept"]), ["ck-b", "ck-d", "ck-e"], "{r}");
+    assert_eq!(names(&rep["protected"]), ["operator", "pinned"], "{r}");
+    let kept_e = rep["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ck-e")
+        .unwrap();
+    assert!(kept_e["reasons"].to_string().contains("last 1"), "{r}");
+    let left = names(&e.json(&["storage", "snapshots", "checkpoints"]));
+    assert_eq!(left, ["ck-b", "ck-d", "ck-e", "operator", "pinned"]);
+
+    // Bad input: INVALID_ARGUMENT naming the problem; nothing changes.
+    fails(
+        &e.k.kilnctl(&["storage", "snapshot", "modelz", "x"]),
+        "invalid argument",
+        "one of models",
+    );
+    fails(
+        &e.k.kilnctl(&["storage", "snapshot", "logs", "bad name"]),
+        "invalid argument",
+        "snapshot name",
+    );
+    fails(
+        &e.k.kilnctl(&["storage", "snapshots", "nope"]),
+        "invalid argument",
+        "one of models",
+    );
+    fails(
+        &e.k.kilnctl(&["storage", "prune", "nope"]),
+        "invalid argument",
+        "one of models",
+    );
+    fails(
+        &e.k.kilnctl(&[
+            "models",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "../evil",
+        ]),
+        "invalid argument",
+        "model name",
+    );
+    fails(
+        &e.k.kilnctl(&["storage", "rollback", "logs", "nosuch"]),
+        "not found",
+        "nosuch",
+    );
+    let missing =
+        e.k.kilnctl(&["models", "import", "/nonexistent/model.xml", "--name", "m"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+
+    // Every mutation left an audit row.
+    let db = rusqlite::Connection::open(e.k.state_dir.join("state.db")).unwrap();
+    let count = |action: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM audit WHERE action = ?1",
+            [action],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(count("ImportModel"), 3);
+    assert_eq!(count("RollbackModel"), 2);
+    assert!(count("StorageSnapshot") >= 8);
+    assert_eq!(count("StoragePrune"), 2);
+}
+
+#[test]
+fn dir_backend_behaviour() {
+    behaviour(false);
+}
+
+#[test]
+fn zfs_backend_behaviour() {
+    behaviour(true);
+}
+
+// ---------- ZFS-only acceptance ----------
+
+#[test]
+fn zfs_status_lists_requested_effective_and_fallback_reasons() {
+    let e = Env::start(true, "", None);
+    let st = e.status();
+    let Backend::Zfs(pool) = &e.backend else {
+        unreachable!()
+    };
+    assert_eq!(st["location"], pool.name.as_str());
+    let prop = |ds: &str, p: &str| -> Value {
+        let d = st["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dataset"] == ds)
+            .unwrap()
+            .clone();
+        assert_eq!(d["name"], format!("{}/kiln/{ds}", pool.name), "{d}");
+        assert_eq!(d["present"], true);
+        d["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["property"] == p)
+            .unwrap_or_else(|| panic!("{ds} has no {p}: {d}"))
+            .clone()
+    };
+    // zfs-fuse has no zstd or lz4 and caps recordsize at 128K.
+    for (ds, p, req, eff, why) in [
+        ("models", "compression", "zstd-3", "gzip-3", "not supported"),
+        ("models", "recordsize", "1M", "128K", "128K"),
+        ("embeddings", "compression", "lz4", "lzjb", "not supported"),
+        (
+            "checkpoints",
+            "compression",
+            "zstd-3",
+            "gzip-3",
+            "not supported",
+        ),
+        ("logs", "compression", "zstd-9", "gzip-9", "not supported"),
+    ] {
+        let x = prop(ds, p);
+        assert_eq!(
+            (x["requested"].as_str(), x["effective"].as_str()),
+            (Some(req), Some(eff)),
+            "{ds}.{p}: {x}"
+        );
+        assert!(
+            x["reason"].as_str().is_some_and(|r| r.contains(why)),
+            "{ds}.{p}: {x}"
+        );
+    }
+    let q = prop("checkpoints", "quota");
+    assert_eq!(
+        q["effective"].as_str().map(|s| s.to_uppercase()),
+        Some("500G".into()),
+        "{q}"
+    );
+    assert!(q["reason"].is_null(), "{q}");
+    assert_eq!(prop("logs", "recordsize")["effective"], "4K");
+    assert_eq!(st["pool"]["health"], "ONLINE");
+    assert!(
+        !st["last_ensure"]["fallbacks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // The real properties agree with what status says.
+    let comp = pool.zfs(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "value",
+        "compression",
+        &format!("{}/kiln/models", pool.name),
+    ]);
+    assert_eq!(comp.trim(), "gzip-3");
+    // The table form names the fallback too.
+    let table = e.ok(&["storage", "status"]);
+    assert!(
+        table.contains("zstd-3") && table.contains("gzip-3"),
+        "{table}"
+    );
+}
+
+#[test]
+fn missing_pool_leaves_kilnd_running_with_storage_degraded() {
+    ensure_zfs_fuse();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("kiln.toml");
+    let pool = format!("kiln-missing-{}", std::process::id());
+    std::fs::write(
+        &conf,
+        format!("[auth]\nbackend = \"group\"\n[storage]\nbackend = \"zfs\"\npool = \"{pool}\"\n"),
+    )
+    .unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        ..Default::default()
+    });
+    let st = k.status_json();
+    let c = st["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "storage")
+        .unwrap()
+        .clone();
+    assert_eq!(c["state"], "degraded", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains(&pool), "{c}");
+    for args in [
+        &["storage", "status"][..],
+        &["storage", "snapshots"][..],
+        &["storage", "snapshot", "logs", "x"][..],
+        &["storage", "prune"][..],
+    ] {
+        let out = k.kilnctl(args);
+        fails(&out, "unavailable", &format!("zpool import {pool}"));
+    }
+    // Everything else still works.
+    assert!(k.kilnctl(&["status"]).status.success());
+}
+
+// ---------- D-Bus and metrics (zfs backend: command statistics) ----------
+
+#[test]
+fn dbus_storage_object_and_metrics() {
+    let bus = PrivateBus::start();
+    let msock = tempfile::tempdir().unwrap();
+    let msock = msock.path().join("m.sock");
+    let e = Env::start(
+        true,
+        &format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display()),
+        Some(bus.address.clone()),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let p = zbus::Proxy::new(
+            &conn,
+            "org.kiln.Kiln1",
+            "/org/kiln/Kiln1/storage",
+            "org.kiln.Kiln1.Storage",
+        )
+        .await
+        .unwrap();
+        let st: String = p.call("Status", &()).await.unwrap();
+        let st: Value = serde_json::from_str(&st).unwrap();
+        assert_eq!(st["backend"], "zfs");
+        assert_eq!(st["datasets"].as_array().unwrap().len(), 4);
+        let s: String = p
+            .call("Snapshot", &("embeddings", "viabus", true))
+            .await
+            .unwrap();
+        let s: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(
+            (s["name"].as_str(), s["keep"].as_bool()),
+            (Some("viabus"), Some(true))
+        );
+        let l: String = p.call("ListSnapshots", &("embeddings",)).await.unwrap();
+        assert_eq!(
+            names(&serde_json::from_str::<Value>(&l).unwrap()),
+            ["viabus"]
+        );
+        let err = p
+            .call::<_, _, String>("Snapshot", &("nope", "x", false))
+            .await
+            .unwrap_err();
+        match err {
+            zbus::Error::MethodError(name, msg, _) => {
+                assert_eq!(name.as_str(), "org.kiln.Kiln1.Error.InvalidArgument");
+                assert!(msg.unwrap_or_default().contains("one of models"));
+            }
+            other => panic!("expected a method error, got {other:?}"),
+        }
+        let src = e.scratch.path().join("tiny.onnx");
+        std::fs::write(&src, bytes(9, 4096)).unwrap();
+        let r: String = p
+            .call("ImportModel", &(src.to_str().unwrap(), "tiny", false))
+            .await
+            .unwrap();
+        let r: Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(
+            (r["import"]["version"].as_u64(), r["load"].is_null()),
+            (Some(1), true),
+            "{r}"
+        );
+        let r: String = p.call("Prune", &("embeddings",)).await.unwrap();
+        let r: Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(names(&r[0]["protected"]), ["viabus"]);
+    });
+    // zfs/zpool call statistics are exported with the daemon's metrics.
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&msock).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains(r#"kiln_storage_commands_total{command="zfs snapshot"}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("kiln_storage_command_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert!(body.contains(r#"method="Storage.Snapshot""#), "{body}");
+}
+
+#[test]
+fn large_import_shows_progress_and_keeps_bytes() {
+    let e = Env::start(false, "", None);
+    let src = e.scratch.path().join("big.bin");
+    let data = bytes(7, 40 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let out =
+        e.k.kilnctl(&["models", "import", src.to_str().unwrap(), "--name", "big"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("importing: 100%"), "progress on stderr: {err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("imported big version 1"), "{stdout}");
+    assert_eq!(
+        std::fs::read(e.mountpoint("models").join("big/1/big.bin")).unwrap(),
+        data
+    );
+}
