@@ -57,7 +57,14 @@ const MAX_MESSAGE: u64 = 1 << 20;
 
 /// kilnd on `repo`; `models` adds keys to [models], `openvino` replaces the [openvino]
 /// keys (default: the project venv), `extra` adds other tables.
-fn start(dir: &Path, repo: &Path, models: &str, openvino: Option<&str>, extra: &str, args: &[&str]) -> Kilnd {
+fn start(
+    dir: &Path,
+    repo: &Path,
+    models: &str,
+    openvino: Option<&str>,
+    extra: &str,
+    args: &[&str],
+) -> Kilnd {
     let conf = dir.join("kiln.toml");
     let ov = match openvino {
         Some(o) => o.to_string(),
@@ -86,7 +93,10 @@ fn ok_json(k: &Kilnd, args: &[&str]) -> Value {
         k.stderr()
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("kilnctl {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "kilnctl {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -123,10 +133,22 @@ fn tritonclient_gets_correct_outputs_metadata_statistics_and_repository_control(
         String::from_utf8_lossy(&out.stderr),
         k.stderr()
     );
-    assert!(stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 20, "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
+        "{stdout}"
+    );
 
     // kilnctl embed: tokenised with tokenizer.json here, served by kilnd.
-    let e = ok_json(&k, &["embed", "--json", "I play the guitar", "Guitars are fun to play", "Interest rates rose again"]);
+    let e = ok_json(
+        &k,
+        &[
+            "embed",
+            "--json",
+            "I play the guitar",
+            "Guitars are fun to play",
+            "Interest rates rose again",
+        ],
+    );
     let v: Vec<Vec<f64>> = serde_json::from_value(e["embeddings"].clone()).unwrap();
     assert_eq!((v.len(), v[0].len()), (3, 384));
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
@@ -172,7 +194,10 @@ fn a_load_beyond_the_budget_is_refused_with_numbers_and_unload_frees() {
     let reserved = list["budget"]["reserved_bytes"].as_u64().unwrap();
     assert!(reserved > 0, "{list:#}");
     assert_eq!(model(&list, "add_sub", 2)["reservation_bytes"], reserved);
-    assert_eq!(list["budget"]["reservations"][0]["owner"], "model add_sub v2");
+    assert_eq!(
+        list["budget"]["reservations"][0]["owner"],
+        "model add_sub v2"
+    );
 
     let out = k.kilnctl(&["models", "load", "minilm"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -182,13 +207,24 @@ fn a_load_beyond_the_budget_is_refused_with_numbers_and_unload_frees() {
         "refusal must name the model and the budget: {err}"
     );
     let list = ok_json(&k, &["models", "list", "--json"]);
-    assert_eq!(list["budget"]["reserved_bytes"], reserved, "a refused load holds nothing");
+    assert_eq!(
+        list["budget"]["reserved_bytes"], reserved,
+        "a refused load holds nothing"
+    );
     assert_eq!(model(&list, "minilm", 1)["state"], "UNAVAILABLE");
-    assert!(model(&list, "minilm", 1)["reason"].as_str().unwrap().contains("not loaded"));
+    assert!(
+        model(&list, "minilm", 1)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not loaded")
+    );
 
     ok_json(&k, &["models", "unload", "add_sub", "--json"]);
     let list = ok_json(&k, &["models", "list", "--json"]);
-    assert_eq!(list["budget"]["reserved_bytes"], 0, "unload returns the reservation");
+    assert_eq!(
+        list["budget"]["reserved_bytes"], 0,
+        "unload returns the reservation"
+    );
     assert_eq!(list["budget"]["reservations"].as_array().unwrap().len(), 0);
     assert_eq!(model(&list, "add_sub", 2)["state"], "UNAVAILABLE");
     let out = k.kilnctl(&["infer", "add_sub", "--input", "INPUT0=[[1]]"]);
@@ -218,12 +254,29 @@ fn npu_preference_falls_back_to_cpu_with_the_reason_and_calibration_is_reused() 
     assert_eq!(m["device"], "CPU");
     let why = m["fallback_reason"].as_str().unwrap();
     assert!(
-        why.contains("instead of NPU") && why.contains("OpenVINO does not report") && why.contains("HAL sees NPU"),
+        why.contains("instead of NPU")
+            && why.contains("OpenVINO does not report")
+            && why.contains("HAL sees NPU"),
         "{why}"
     );
     let human = String::from_utf8_lossy(&k.kilnctl(&["models", "list"]).stdout).to_string();
     assert!(human.contains("instead of NPU"), "{human}");
-    let out = ok_json(&k, &["infer", "npu_add", "--json", "--input", &format!("INPUT0=[{}]", vec!["2"; 16].join(",")), "--input", &format!("INPUT1=[{}]", vec!["1"; 16].join(",")), "--shape", "INPUT0=1,16", "--shape", "INPUT1=1,16"]);
+    let out = ok_json(
+        &k,
+        &[
+            "infer",
+            "npu_add",
+            "--json",
+            "--input",
+            &format!("INPUT0=[{}]", vec!["2"; 16].join(",")),
+            "--input",
+            &format!("INPUT1=[{}]", vec!["1"; 16].join(",")),
+            "--shape",
+            "INPUT0=1,16",
+            "--shape",
+            "INPUT1=1,16",
+        ],
+    );
     assert_eq!(out["outputs"][0]["data"][0], 3.0);
     assert_eq!(out["outputs"][1]["data"][15], 1.0);
     let measured = m["calibrated_per_s"].as_f64().unwrap();
@@ -233,9 +286,15 @@ fn npu_preference_falls_back_to_cpu_with_the_reason_and_calibration_is_reused() 
     // Same state dir: the stored figure is reused, not measured again.
     let k = start(t.path(), &repo, "", None, "", &["--hal-root", &hal]);
     let list = ok_json(&k, &["models", "list", "--json"]);
-    assert_eq!(model(&list, "npu_add", 1)["calibrated_per_s"].as_f64().unwrap(), measured);
     assert_eq!(
-        model(&list, "static_matmul", 1)["device"], "CPU",
+        model(&list, "npu_add", 1)["calibrated_per_s"]
+            .as_f64()
+            .unwrap(),
+        measured
+    );
+    assert_eq!(
+        model(&list, "static_matmul", 1)["device"],
+        "CPU",
         "automatic placement on this machine's only OpenVINO device"
     );
 }
@@ -249,7 +308,14 @@ fn poll_control_serves_new_versions_and_batching_merges_requests() {
         "[batching]\nmax_batch = 8\nmax_queue_delay_us = 100000\n",
     )
     .unwrap();
-    let k = start(t.path(), &repo, "control = \"poll\"\npoll_interval_ms = 200", None, "", &[]);
+    let k = start(
+        t.path(),
+        &repo,
+        "control = \"poll\"\npoll_interval_ms = 200",
+        None,
+        "",
+        &[],
+    );
     let list = ok_json(&k, &["models", "list", "--json"]);
     assert_eq!(model(&list, "add_sub", 2)["max_batch"], 8);
 
@@ -272,7 +338,11 @@ fn poll_control_serves_new_versions_and_batching_merges_requests() {
         .collect();
     for h in handles {
         let out = h.join().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["outputs"][0]["data"][0], 2.0);
     }
@@ -294,10 +364,15 @@ fn poll_control_serves_new_versions_and_batching_merges_requests() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let list = ok_json(&k, &["models", "list", "--json"]);
-        if model(&list, "add_sub", 3)["state"] == "READY" && model(&list, "add_sub", 2)["state"] != "READY" {
+        if model(&list, "add_sub", 3)["state"] == "READY"
+            && model(&list, "add_sub", 2)["state"] != "READY"
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "version 3 not served within 10 s: {list:#}");
+        assert!(
+            Instant::now() < deadline,
+            "version 3 not served within 10 s: {list:#}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -306,7 +381,14 @@ fn poll_control_serves_new_versions_and_batching_merges_requests() {
 fn without_openvino_kilnd_runs_and_model_calls_say_what_is_missing() {
     let t = tempfile::tempdir().unwrap();
     let repo = repository(t.path(), false);
-    let k = start(t.path(), &repo, "", Some("library = \"/nonexistent/openvino\""), "", &[]);
+    let k = start(
+        t.path(),
+        &repo,
+        "",
+        Some("library = \"/nonexistent/openvino\""),
+        "",
+        &[],
+    );
     let status = k.status_json();
     let c = status["components"]
         .as_array()
@@ -317,11 +399,17 @@ fn without_openvino_kilnd_runs_and_model_calls_say_what_is_missing() {
         .clone();
     assert_eq!(c["state"], "disabled");
     let detail = c["detail"].as_str().unwrap();
-    assert!(detail.contains("/nonexistent/openvino") && detail.contains("pip install"), "{detail}");
+    assert!(
+        detail.contains("/nonexistent/openvino") && detail.contains("pip install"),
+        "{detail}"
+    );
     let out = k.kilnctl(&["infer", "add_sub", "--input", "INPUT0=[[1]]"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("unavailable") && err.contains("/nonexistent/openvino"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("/nonexistent/openvino"),
+        "{err}"
+    );
     let out = k.kilnctl(&["models", "load", "add_sub"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("pip install"));
     assert_eq!(k.status_json()["state"], "running");

@@ -95,7 +95,9 @@ fn in_process(model_dir: &Path, iters: usize) -> Result<f64, String> {
         performance: PerformanceHint::Latency,
         ..Default::default()
     };
-    let compiled = rt.compile(&model, "CPU", &hints).map_err(|e| e.to_string())?;
+    let compiled = rt
+        .compile(&model, "CPU", &hints)
+        .map_err(|e| e.to_string())?;
     let inputs = minilm_inputs()?;
     for _ in 0..3 {
         compiled.infer(&inputs).map_err(|e| e.to_string())?;
@@ -144,18 +146,29 @@ async fn served_minilm(socket: &Path, iters: usize) -> Result<f64, String> {
     let mut c = GrpcInferenceServiceClient::new(channel(socket).await?);
     let req = request("minilm", &minilm_inputs()?);
     for _ in 0..3 {
-        c.model_infer(req.clone()).await.map_err(|e| e.to_string())?;
+        c.model_infer(req.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let start = Instant::now();
     for _ in 0..iters {
-        c.model_infer(req.clone()).await.map_err(|e| e.to_string())?;
+        c.model_infer(req.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(iters as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn tiny(socket: &Path, clients: usize, duration: Duration) -> Result<(usize, f64, Vec<Duration>), String> {
+async fn tiny(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+) -> Result<(usize, f64, Vec<Duration>), String> {
     let a = Tensor::from_f32(&[1, 16], &[1.0; 16]).map_err(|e| e.to_string())?;
-    let req = request("add_sub", &[("INPUT0".into(), a.clone()), ("INPUT1".into(), a)]);
+    let req = request(
+        "add_sub",
+        &[("INPUT0".into(), a.clone()), ("INPUT1".into(), a)],
+    );
     let mut tasks = Vec::new();
     let start = Instant::now();
     let end = start + duration;
@@ -166,11 +179,15 @@ async fn tiny(socket: &Path, clients: usize, duration: Duration) -> Result<(usiz
             let mut lat = Vec::with_capacity(100_000);
             // Warm-up.
             for _ in 0..50 {
-                c.model_infer(req.clone()).await.map_err(|e| e.to_string())?;
+                c.model_infer(req.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             while Instant::now() < end {
                 let t = Instant::now();
-                c.model_infer(req.clone()).await.map_err(|e| e.to_string())?;
+                c.model_infer(req.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 lat.push(t.elapsed());
             }
             Ok::<_, String>(lat)
@@ -210,14 +227,20 @@ pub fn run(iters: usize, clients: usize, seconds: u64) -> Result<Report, String>
         .output()
         .map_err(|e| format!("run make-tiny-models.py: {e}"))?;
     if !out.status.success() {
-        return Err(format!("make-tiny-models.py: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "make-tiny-models.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     // Same settings on both sides: latency hint for the batch-1 comparison; the tiny model
     // keeps the serving default (throughput hint, a request per core).
     std::fs::create_dir_all(repo.join("minilm")).map_err(|e| e.to_string())?;
     std::os::unix::fs::symlink(&minilm, repo.join("minilm/1")).map_err(|e| e.to_string())?;
-    std::fs::write(repo.join("minilm/kiln-model.toml"), "[model]\nperformance = \"latency\"\n")
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        repo.join("minilm/kiln-model.toml"),
+        "[model]\nperformance = \"latency\"\n",
+    )
+    .map_err(|e| e.to_string())?;
     let conf = dir.path().join("kiln.toml");
     let body = format!(
         "[daemon]\nsocket_group = \"\"\nlog_level = \"warn\"\n[models]\nrepository = \"{}\"\n[openvino]\npython_prefixes = [\"{}\"]\n",
@@ -240,13 +263,19 @@ pub fn run(iters: usize, clients: usize, seconds: u64) -> Result<Report, String>
         let mut c = GrpcInferenceServiceClient::new(channel(&socket).await?);
         for m in ["minilm", "add_sub"] {
             let ready = c
-                .model_ready(ModelReadyRequest { name: m.into(), version: String::new() })
+                .model_ready(ModelReadyRequest {
+                    name: m.into(),
+                    version: String::new(),
+                })
                 .await
                 .map_err(|e| e.to_string())?
                 .into_inner()
                 .ready;
             if !ready {
-                return Err(format!("kilnd did not load {m}; its log:\n{}", kilnd.stderr()));
+                return Err(format!(
+                    "kilnd did not load {m}; its log:\n{}",
+                    kilnd.stderr()
+                ));
             }
         }
         let served = served_minilm(&socket, iters).await?;

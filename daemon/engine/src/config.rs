@@ -30,6 +30,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Where the OpenVINO runtime comes from.
     pub openvino: OpenvinoConfig,
+    /// Job supervision: launcher, grace period, battery policy.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +289,9 @@ impl Config {
         if let Err(e) = self.storage.validate() {
             errs.push(format!("table `storage`: {e}"));
         }
+        if let Err(e) = self.jobs.validate() {
+            errs.push(e);
+        }
         if let Err(e) = self.budget.validate() {
             errs.push(format!("table `budget`: {e}"));
         }
@@ -489,7 +494,11 @@ fn resolve_relative(c: &mut Config, base: &Path) {
         }
     }
     let optional = [&mut c.models.repository, &mut c.openvino.library];
-    for p in optional.into_iter().flatten().chain(c.openvino.python_prefixes.iter_mut()) {
+    for p in optional
+        .into_iter()
+        .flatten()
+        .chain(c.openvino.python_prefixes.iter_mut())
+    {
         if p.is_relative() && !p.as_os_str().is_empty() {
             *p = base.join(&*p);
         }

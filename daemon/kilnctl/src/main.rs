@@ -35,11 +35,20 @@ fn main() -> ExitCode {
                 version,
                 json,
             } => {
-                models::infer(&cli.socket, model, version.as_deref(), inputs, shapes, *json).await
+                models::infer(
+                    &cli.socket,
+                    model,
+                    version.as_deref(),
+                    inputs,
+                    shapes,
+                    *json,
+                )
+                .await
             }
             Command::Embed { texts, model, json } => {
                 models::embed(&cli.socket, texts, model, *json).await
             }
+            Command::Jobs { command } => kilnctl::jobs::run(&cli.socket, command).await,
         }
     });
     match result {

@@ -28,7 +28,9 @@ pub async fn run(socket: &Path, cmd: &crate::cli::ModelsCommand) -> Result<Strin
             version,
             json,
         } => stats(socket, name.as_deref(), version.as_deref(), *json).await,
-        other => Err(usage(format!("{other:?} is handled by the storage commands"))),
+        other => Err(usage(format!(
+            "{other:?} is handled by the storage commands"
+        ))),
     }
 }
 
@@ -211,8 +213,8 @@ pub async fn stats(
                     "name": s.name, "version": s.version, "device": s.device,
                     "inference_count": s.inference_count, "execution_count": s.execution_count,
                     "success_count": s.success_count, "fail_count": s.fail_count,
-                    "avg_queue_us": if s.success_count > 0 { s.queue_ns / s.success_count / 1000 } else { 0 },
-                    "avg_compute_us": if s.success_count > 0 { s.compute_infer_ns / s.success_count / 1000 } else { 0 },
+                    "avg_queue_us": s.queue_ns.checked_div(s.success_count).unwrap_or(0) / 1000,
+                    "avg_compute_us": s.compute_infer_ns.checked_div(s.success_count).unwrap_or(0) / 1000,
                     "p50_us": s.p50_us, "p95_us": s.p95_us, "p99_us": s.p99_us,
                     "last_inference_ms": s.last_inference_ms,
                 })
@@ -243,7 +245,12 @@ pub async fn stats(
 
 /// Flatten a nested JSON array of numbers/bools; returns the values and the nesting shape.
 fn flatten(v: &Value, what: &str) -> Result<(Vec<f64>, Vec<i64>), Failure> {
-    fn walk(v: &Value, depth: usize, shape: &mut Vec<i64>, out: &mut Vec<f64>) -> Result<(), String> {
+    fn walk(
+        v: &Value,
+        depth: usize,
+        shape: &mut Vec<i64>,
+        out: &mut Vec<f64>,
+    ) -> Result<(), String> {
         match v {
             Value::Array(items) => {
                 if shape.len() == depth {
@@ -255,7 +262,9 @@ fn flatten(v: &Value, what: &str) -> Result<(Vec<f64>, Vec<i64>), Failure> {
                         items.len()
                     ));
                 }
-                items.iter().try_for_each(|i| walk(i, depth + 1, shape, out))
+                items
+                    .iter()
+                    .try_for_each(|i| walk(i, depth + 1, shape, out))
             }
             Value::Number(n) => {
                 out.push(n.as_f64().unwrap_or(0.0));
@@ -323,18 +332,27 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// Typed contents (or raw bytes for FP16/BF16) for `values` of `datatype`.
-fn encode(datatype: &str, values: &[f64], what: &str) -> Result<(Option<InferTensorContents>, Option<Vec<u8>>), Failure> {
+fn encode(
+    datatype: &str,
+    values: &[f64],
+    what: &str,
+) -> Result<(Option<InferTensorContents>, Option<Vec<u8>>), Failure> {
     let mut c = InferTensorContents::default();
     match datatype {
         "BOOL" => c.bool_contents = values.iter().map(|v| *v != 0.0).collect(),
         "INT8" | "INT16" | "INT32" => c.int_contents = values.iter().map(|v| *v as i32).collect(),
         "INT64" => c.int64_contents = values.iter().map(|v| *v as i64).collect(),
-        "UINT8" | "UINT16" | "UINT32" => c.uint_contents = values.iter().map(|v| *v as u32).collect(),
+        "UINT8" | "UINT16" | "UINT32" => {
+            c.uint_contents = values.iter().map(|v| *v as u32).collect()
+        }
         "UINT64" => c.uint64_contents = values.iter().map(|v| *v as u64).collect(),
         "FP32" => c.fp32_contents = values.iter().map(|v| *v as f32).collect(),
         "FP64" => c.fp64_contents = values.to_vec(),
         "FP16" => {
-            let raw = values.iter().flat_map(|v| f32_to_f16(*v as f32).to_le_bytes()).collect();
+            let raw = values
+                .iter()
+                .flat_map(|v| f32_to_f16(*v as f32).to_le_bytes())
+                .collect();
             return Ok((None, Some(raw)));
         }
         "BF16" => {
@@ -344,7 +362,11 @@ fn encode(datatype: &str, values: &[f64], what: &str) -> Result<(Option<InferTen
                 .collect();
             return Ok((None, Some(raw)));
         }
-        other => return Err(usage(format!("--input {what}: the model expects datatype {other}, which kilnctl cannot send"))),
+        other => {
+            return Err(usage(format!(
+                "--input {what}: the model expects datatype {other}, which kilnctl cannot send"
+            )));
+        }
     }
     Ok((Some(c), None))
 }
@@ -362,18 +384,36 @@ fn decode(datatype: &str, raw: &[u8]) -> Vec<Value> {
         "BOOL" => raw.iter().map(|b| json!(*b != 0)).collect(),
         "UINT8" => raw.iter().map(|b| json!(*b)).collect(),
         "INT8" => raw.iter().map(|b| json!(*b as i8)).collect(),
-        "UINT16" => chunks::<2>(raw).map(|a| json!(u16::from_le_bytes(a))).collect(),
-        "INT16" => chunks::<2>(raw).map(|a| json!(i16::from_le_bytes(a))).collect(),
-        "UINT32" => chunks::<4>(raw).map(|a| json!(u32::from_le_bytes(a))).collect(),
-        "INT32" => chunks::<4>(raw).map(|a| json!(i32::from_le_bytes(a))).collect(),
-        "UINT64" => chunks::<8>(raw).map(|a| json!(u64::from_le_bytes(a))).collect(),
-        "INT64" => chunks::<8>(raw).map(|a| json!(i64::from_le_bytes(a))).collect(),
-        "FP16" => chunks::<2>(raw).map(|a| json!(f16_to_f32(u16::from_le_bytes(a)))).collect(),
+        "UINT16" => chunks::<2>(raw)
+            .map(|a| json!(u16::from_le_bytes(a)))
+            .collect(),
+        "INT16" => chunks::<2>(raw)
+            .map(|a| json!(i16::from_le_bytes(a)))
+            .collect(),
+        "UINT32" => chunks::<4>(raw)
+            .map(|a| json!(u32::from_le_bytes(a)))
+            .collect(),
+        "INT32" => chunks::<4>(raw)
+            .map(|a| json!(i32::from_le_bytes(a)))
+            .collect(),
+        "UINT64" => chunks::<8>(raw)
+            .map(|a| json!(u64::from_le_bytes(a)))
+            .collect(),
+        "INT64" => chunks::<8>(raw)
+            .map(|a| json!(i64::from_le_bytes(a)))
+            .collect(),
+        "FP16" => chunks::<2>(raw)
+            .map(|a| json!(f16_to_f32(u16::from_le_bytes(a))))
+            .collect(),
         "BF16" => chunks::<2>(raw)
             .map(|a| json!(f32::from_bits(u32::from(u16::from_le_bytes(a)) << 16)))
             .collect(),
-        "FP32" => chunks::<4>(raw).map(|a| json!(f32::from_le_bytes(a))).collect(),
-        "FP64" => chunks::<8>(raw).map(|a| json!(f64::from_le_bytes(a))).collect(),
+        "FP32" => chunks::<4>(raw)
+            .map(|a| json!(f32::from_le_bytes(a)))
+            .collect(),
+        "FP64" => chunks::<8>(raw)
+            .map(|a| json!(f64::from_le_bytes(a)))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -502,7 +542,8 @@ pub async fn infer(
             .split_once('=')
             .ok_or_else(|| usage(format!("--shape {s:?}: expected NAME=d1,d2,...")))?;
         let dims: Result<Vec<i64>, _> = dims.split(',').map(|d| d.trim().parse::<i64>()).collect();
-        let dims = dims.map_err(|_| usage(format!("--shape {s:?}: dimensions must be integers")))?;
+        let dims =
+            dims.map_err(|_| usage(format!("--shape {s:?}: dimensions must be integers")))?;
         shape_of.insert(n.to_string(), dims);
     }
     let mut list = Vec::new();
@@ -512,7 +553,9 @@ pub async fn infer(
             .ok_or_else(|| usage(format!("--input {i:?}: expected NAME=<json array>")))?;
         let meta = md.inputs.iter().find(|t| t.name == name).ok_or_else(|| {
             let names: Vec<&str> = md.inputs.iter().map(|t| t.name.as_str()).collect();
-            usage(format!("model {model} has no input {name:?}; its inputs are {names:?}"))
+            usage(format!(
+                "model {model} has no input {name:?}; its inputs are {names:?}"
+            ))
         })?;
         let v: Value = serde_json::from_str(text)
             .map_err(|e| usage(format!("--input {name}: not JSON ({e})")))?;
@@ -529,7 +572,10 @@ pub async fn infer(
             .iter()
             .map(|o| json!({"name": o.name, "datatype": o.datatype, "shape": o.shape, "data": o.data}))
             .collect();
-        return Ok(serde_json::to_string_pretty(&json!({"model": model, "version": v, "outputs": o})).unwrap_or_default());
+        return Ok(serde_json::to_string_pretty(
+            &json!({"model": model, "version": v, "outputs": o}),
+        )
+        .unwrap_or_default());
     }
     let mut out = format!("model {model} version {v}\n");
     for o in &outs {
@@ -545,7 +591,12 @@ pub async fn infer(
 }
 
 /// `kilnctl embed TEXT... [--model minilm]`: tokenise here, infer in kilnd.
-pub async fn embed(socket: &Path, texts: &[String], model: &str, as_json: bool) -> Result<String, Failure> {
+pub async fn embed(
+    socket: &Path,
+    texts: &[String],
+    model: &str,
+    as_json: bool,
+) -> Result<String, Failure> {
     if texts.is_empty() {
         return Err(usage("give at least one text to embed"));
     }
@@ -572,15 +623,39 @@ pub async fn embed(socket: &Path, texts: &[String], model: &str, as_json: bool) 
     let mut types = Vec::new();
     for e in &enc {
         let pad = len - e.get_ids().len();
-        ids.extend(e.get_ids().iter().map(|x| f64::from(*x)).chain(std::iter::repeat_n(0.0, pad)));
-        mask.extend(e.get_attention_mask().iter().map(|x| f64::from(*x)).chain(std::iter::repeat_n(0.0, pad)));
-        types.extend(e.get_type_ids().iter().map(|x| f64::from(*x)).chain(std::iter::repeat_n(0.0, pad)));
+        ids.extend(
+            e.get_ids()
+                .iter()
+                .map(|x| f64::from(*x))
+                .chain(std::iter::repeat_n(0.0, pad)),
+        );
+        mask.extend(
+            e.get_attention_mask()
+                .iter()
+                .map(|x| f64::from(*x))
+                .chain(std::iter::repeat_n(0.0, pad)),
+        );
+        types.extend(
+            e.get_type_ids()
+                .iter()
+                .map(|x| f64::from(*x))
+                .chain(std::iter::repeat_n(0.0, pad)),
+        );
     }
     let shape = vec![n, len as i64];
     let mut inputs = Vec::new();
-    for (name, vals) in [("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)] {
+    for (name, vals) in [
+        ("input_ids", ids),
+        ("attention_mask", mask),
+        ("token_type_ids", types),
+    ] {
         if m.inputs.iter().any(|t| t.name == name) {
-            let dt = m.inputs.iter().find(|t| t.name == name).map(|t| t.datatype.clone()).unwrap_or_default();
+            let dt = m
+                .inputs
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.datatype.clone())
+                .unwrap_or_default();
             inputs.push((name.to_string(), dt, shape.clone(), vals));
         }
     }
@@ -592,7 +667,9 @@ pub async fn embed(socket: &Path, texts: &[String], model: &str, as_json: bool) 
         .map(|o| o.name.clone())
         .ok_or_else(|| usage(format!("model {model} has no outputs")))?;
     let (_, outs) = run_infer(socket, model, &m.version.to_string(), inputs, &[&out_name]).await?;
-    let o = outs.first().ok_or_else(|| usage("the model returned no output"))?;
+    let o = outs
+        .first()
+        .ok_or_else(|| usage("the model returned no output"))?;
     let dim = o.shape.last().copied().unwrap_or(0).max(1) as usize;
     let vecs: Vec<Vec<f64>> = o
         .data
@@ -600,13 +677,19 @@ pub async fn embed(socket: &Path, texts: &[String], model: &str, as_json: bool) 
         .map(|c| c.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect())
         .collect();
     if as_json {
-        return Ok(serde_json::to_string(&json!({"model": model, "version": m.version, "dimensions": dim, "embeddings": vecs})).unwrap_or_default());
+        return Ok(serde_json::to_string(
+            &json!({"model": model, "version": m.version, "dimensions": dim, "embeddings": vecs}),
+        )
+        .unwrap_or_default());
     }
     let mut out = String::new();
     for (t, v) in texts.iter().zip(&vecs) {
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:+.4}")).collect();
-        out.push_str(&format!("{t:?}: [{} ...] ({dim} dims, norm {norm:.3})\n", head.join(", ")));
+        out.push_str(&format!(
+            "{t:?}: [{} ...] ({dim} dims, norm {norm:.3})\n",
+            head.join(", ")
+        ));
     }
     Ok(out)
 }

@@ -6,9 +6,9 @@
 
 use crate::grpc_inference::{InferenceApi, ModelsApi};
 use kiln_api::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use kiln_api::kiln::v1::models_server::ModelsServer;
 use kiln_api::kiln::v1::daemon_server::{Daemon, DaemonServer};
 use kiln_api::kiln::v1::devices_server::{Devices, DevicesServer};
+use kiln_api::kiln::v1::models_server::ModelsServer;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::auth::Transport;
 use kiln_engine::devices::{health_text, hw_id};
@@ -314,6 +314,9 @@ pub async fn serve(
     let storage = kiln_api::kiln::v1::storage_server::StorageServer::new(
         crate::grpc_storage::StorageApi { engine: engine.clone() },
     );
+    let jobs = kiln_api::kiln::v1::jobs_server::JobsServer::new(crate::grpc_jobs::JobsApi {
+        engine: engine.clone(),
+    });
     // Python/grpc-core clients send the socket path as :authority; normalise it (see h2_authority).
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
         .map(|conn| conn.map(crate::h2_authority::AuthorityFix::new));
@@ -324,6 +327,7 @@ pub async fn serve(
         .add_service(daemon)
         .add_service(devices)
         .add_service(storage)
+        .add_service(jobs)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

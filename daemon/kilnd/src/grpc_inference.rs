@@ -65,7 +65,8 @@ fn contents_of(v: Values) -> InferTensorContents {
 
 fn wants_typed(p: &std::collections::HashMap<String, InferParameter>) -> bool {
     matches!(
-        p.get("binary_data").and_then(|p| p.parameter_choice.as_ref()),
+        p.get("binary_data")
+            .and_then(|p| p.parameter_choice.as_ref()),
         Some(infer_parameter::ParameterChoice::BoolParam(false))
     )
 }
@@ -259,10 +260,7 @@ impl GrpcInferenceService for InferenceApi {
         req: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let r = req.into_inner();
-        let idx = self
-            .engine
-            .repository_index(r.ready)
-            .map_err(status_of)?;
+        let idx = self.engine.repository_index(r.ready).map_err(status_of)?;
         Ok(Response::new(RepositoryIndexResponse {
             models: idx
                 .into_iter()

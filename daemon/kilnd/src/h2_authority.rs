@@ -333,7 +333,9 @@ mod tests {
         let mut res = Vec::new();
         let mut acc = Vec::new();
         while pos < out.len() {
-            let len = (usize::from(out[pos]) << 16) | (usize::from(out[pos + 1]) << 8) | usize::from(out[pos + 2]);
+            let len = (usize::from(out[pos]) << 16)
+                | (usize::from(out[pos + 1]) << 8)
+                | usize::from(out[pos + 2]);
             let (ty, flags) = (out[pos + 3], out[pos + 4]);
             let p = &out[pos + 9..pos + 9 + len];
             if ty == HEADERS || ty == CONTINUATION {
@@ -351,11 +353,14 @@ mod tests {
     #[test]
     fn percent_encoded_authority_becomes_localhost_and_indexing_stays_consistent() {
         let mut input = PREFACE.to_vec();
-        let h1 = block(&[(b":authority", b"tmp%2Fkiln.sock"), (b":path", b"/x")], true);
+        let h1 = block(
+            &[(b":authority", b"tmp%2Fkiln.sock"), (b":path", b"/x")],
+            true,
+        );
         input.extend(frame(HEADERS, END_HEADERS, 1, &h1));
         input.extend(frame(0x0, END_STREAM, 1, b"data"));
         // Second request refers to the dynamic table: index 62 = last added (:path), 63 = :authority.
-        let h2 = vec![0x80 | 63, 0x80 | 62];
+        let h2 = [0x80 | 63, 0x80 | 62];
         input.extend(frame(HEADERS, 0, 3, &h2[..1]));
         input.extend(frame(CONTINUATION, END_HEADERS, 3, &h2[1..]));
         let out = run(&input);
@@ -380,7 +385,12 @@ mod tests {
         let garbage = b"GET / HTTP/1.1\r\n\r\nmore bytes here".to_vec();
         assert_eq!(run(&garbage), garbage);
         let mut bad = PREFACE.to_vec();
-        bad.extend(frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
+        bad.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ));
         assert_eq!(run(&bad), bad);
     }
 
@@ -388,7 +398,12 @@ mod tests {
     fn long_header_blocks_are_split_into_continuations() {
         let big = vec![b'a'; 40_000];
         let mut input = PREFACE.to_vec();
-        input.extend(frame(HEADERS, END_HEADERS, 1, &block(&[(b"x-big", &big)], false)));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &block(&[(b"x-big", &big)], false),
+        ));
         let out = run(&input);
         assert_eq!(decode_all(&out)[0][0].1, big);
     }

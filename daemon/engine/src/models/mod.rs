@@ -25,11 +25,11 @@ use kiln_openvino::{
 };
 use sched::{Batching, Scheduler};
 use serde::Serialize;
+use stats::Stats;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use stats::Stats;
 
 /// Fixed part of a model's first estimate (request pool, compiled graph, plugin state).
 const MODEL_OVERHEAD_BYTES: u64 = 4 << 20;
@@ -175,7 +175,14 @@ impl ModelsHub {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, name: &str, version: u64, state: ModelState, reason: &str, loaded: Option<Arc<Loaded>>) {
+    fn set(
+        &self,
+        name: &str,
+        version: u64,
+        state: ModelState,
+        reason: &str,
+        loaded: Option<Arc<Loaded>>,
+    ) {
         self.table_mut().entry(name.into()).or_default().insert(
             version,
             Slot {
@@ -227,7 +234,10 @@ impl Engine {
 
     fn repository(&self) -> Result<PathBuf, EngineError> {
         // Unset: the storage models dataset (where `kilnctl models import` puts them).
-        let models_ds = self.storage().ok().map(|s| s.dataset_path(kiln_storage::Dataset::Models));
+        let models_ds = self
+            .storage()
+            .ok()
+            .map(|s| s.dataset_path(kiln_storage::Dataset::Models));
         self.config().models.repository.or(models_ds).ok_or_else(|| {
             EngineError::not_found(
                 "no model repository is configured; set [models] repository in kiln.toml or start kilnd with --model-repository DIR",
@@ -250,12 +260,21 @@ impl Engine {
                 let rt = Arc::new(rt);
                 let devs = rt
                     .devices()
-                    .map(|d| d.iter().map(|d| format!("{} ({})", d.name, d.full_name)).collect::<Vec<_>>().join(", "))
+                    .map(|d| {
+                        d.iter()
+                            .map(|d| format!("{} ({})", d.name, d.full_name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default();
                 self.set_component(
                     "inference",
                     ComponentState::Ok,
-                    format!("OpenVINO {} from {}; devices: {devs}", rt.version(), rt.library_path().display()),
+                    format!(
+                        "OpenVINO {} from {}; devices: {devs}",
+                        rt.version(),
+                        rt.library_path().display()
+                    ),
                 );
                 *g = Some(rt.clone());
                 Ok(rt)
@@ -280,7 +299,10 @@ impl Engine {
             Ok(p) => self.set_component(
                 "inference",
                 ComponentState::Ok,
-                format!("OpenVINO found at {} (loaded with the first model)", p.display()),
+                format!(
+                    "OpenVINO found at {} (loaded with the first model)",
+                    p.display()
+                ),
             ),
             Err(e) => {
                 tracing::warn!("model serving disabled: {e}");
@@ -295,7 +317,13 @@ impl Engine {
         } else if let Ok(found) = repo::scan(&repo) {
             for m in found {
                 for v in m.versions {
-                    self.models().set(&m.name, v.version, ModelState::Unavailable, "not loaded (explicit model control)", None);
+                    self.models().set(
+                        &m.name,
+                        v.version,
+                        ModelState::Unavailable,
+                        "not loaded (explicit model control)",
+                        None,
+                    );
                 }
             }
         }
@@ -343,21 +371,45 @@ impl Engine {
             if !settings.load_at_start {
                 if initial {
                     for v in &m.versions {
-                        self.models().set(&m.name, v.version, ModelState::Unavailable, "not loaded (load_at_start = false)", None);
+                        self.models().set(
+                            &m.name,
+                            v.version,
+                            ModelState::Unavailable,
+                            "not loaded (load_at_start = false)",
+                            None,
+                        );
                     }
                 }
                 continue;
             }
             let all: Vec<u64> = m.versions.iter().map(|v| v.version).collect();
-            let wanted = settings.version_policy.clone().unwrap_or(policy.clone()).select(&all);
+            let wanted = settings
+                .version_policy
+                .clone()
+                .unwrap_or(policy.clone())
+                .select(&all);
             let (ready, failed): (Vec<u64>, Vec<u64>) = {
                 let t = self.models().table();
                 let slots = t.get(&m.name);
                 let ready = slots
-                    .map(|s| s.iter().filter(|(_, s)| s.state == ModelState::Ready).map(|(v, _)| *v).collect())
+                    .map(|s| {
+                        s.iter()
+                            .filter(|(_, s)| s.state == ModelState::Ready)
+                            .map(|(v, _)| *v)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let failed = slots
-                    .map(|s| s.iter().filter(|(_, s)| s.state == ModelState::Unavailable && !s.reason.starts_with("not loaded") && s.reason != "unloaded").map(|(v, _)| *v).collect())
+                    .map(|s| {
+                        s.iter()
+                            .filter(|(_, s)| {
+                                s.state == ModelState::Unavailable
+                                    && !s.reason.starts_with("not loaded")
+                                    && s.reason != "unloaded"
+                            })
+                            .map(|(v, _)| *v)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 (ready, failed)
             };
@@ -365,7 +417,12 @@ impl Engine {
             if !initial && ready == wanted {
                 continue;
             }
-            if !initial && wanted.iter().all(|v| ready.contains(v) || failed.contains(v)) && ready.iter().all(|v| wanted.contains(v)) {
+            if !initial
+                && wanted
+                    .iter()
+                    .all(|v| ready.contains(v) || failed.contains(v))
+                && ready.iter().all(|v| wanted.contains(v))
+            {
                 continue;
             }
             if let Err(e) = self.load_authorized(&m.name, &LoadOptions::default()).await {
@@ -378,8 +435,7 @@ impl Engine {
             .table()
             .iter()
             .filter(|(n, slots)| {
-                !found.iter().any(|m| &m.name == *n)
-                    && slots.values().any(|s| s.loaded.is_some())
+                !found.iter().any(|m| &m.name == *n) && slots.values().any(|s| s.loaded.is_some())
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -390,7 +446,8 @@ impl Engine {
     }
 
     fn default_policy(&self) -> VersionPolicy {
-        VersionPolicy::parse(&self.config().models.version_policy).unwrap_or(VersionPolicy::Latest(1))
+        VersionPolicy::parse(&self.config().models.version_policy)
+            .unwrap_or(VersionPolicy::Latest(1))
     }
 
     /// Load (or reload) a model: the versions its policy selects. Needs `ManageModels`.
@@ -407,12 +464,22 @@ impl Engine {
         let detail = match &result {
             Ok(v) => v
                 .iter()
-                .map(|i| format!("v{} on {} ({} reserved)", i.version, i.device, gib(i.reservation_bytes)))
+                .map(|i| {
+                    format!(
+                        "v{} on {} ({} reserved)",
+                        i.version,
+                        i.device,
+                        gib(i.reservation_bytes)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             Err(_) => String::new(),
         };
-        let args = format!("model={name} device={}", opts.device.as_deref().unwrap_or("auto"));
+        let args = format!(
+            "model={name} device={}",
+            opts.device.as_deref().unwrap_or("auto")
+        );
         self.audit(caller, "LoadModel", &args, &result, &detail);
         result
     }
@@ -453,12 +520,16 @@ impl Engine {
         };
         if let Some(p) = &found.problem {
             for v in &found.versions {
-                self.models().set(name, v.version, ModelState::Unavailable, p, None);
+                self.models()
+                    .set(name, v.version, ModelState::Unavailable, p, None);
             }
             return Err(EngineError::precondition(format!("model {name}: {p}")));
         }
         let settings = repo::settings(&found.dir, None).map_err(EngineError::precondition)?;
-        let policy = settings.version_policy.clone().unwrap_or_else(|| self.default_policy());
+        let policy = settings
+            .version_policy
+            .clone()
+            .unwrap_or_else(|| self.default_policy());
         let all: Vec<u64> = found.versions.iter().map(|v| v.version).collect();
         let wanted = policy.select(&all);
         if wanted.is_empty() {
@@ -471,14 +542,25 @@ impl Engine {
             .models()
             .table()
             .get(name)
-            .map(|s| s.iter().filter(|(v, s)| s.loaded.is_some() && !wanted.contains(v)).map(|(v, _)| *v).collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|(v, s)| s.loaded.is_some() && !wanted.contains(v))
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
             .unwrap_or_default();
         for v in stale {
             self.unload_version(name, v).await;
         }
         for v in &found.versions {
             if !wanted.contains(&v.version) {
-                self.models().set(name, v.version, ModelState::Unavailable, "not selected by the version policy", None);
+                self.models().set(
+                    name,
+                    v.version,
+                    ModelState::Unavailable,
+                    "not selected by the version policy",
+                    None,
+                );
             }
         }
         let rt = {
@@ -490,15 +572,28 @@ impl Engine {
         let hal: Vec<String> = self
             .devices()
             .iter()
-            .map(|d| format!("{} {} ({})", format!("{:?}", d.kind).to_uppercase(), d.id, d.identity.name))
+            .map(|d| {
+                format!(
+                    "{} {} ({})",
+                    format!("{:?}", d.kind).to_uppercase(),
+                    d.id,
+                    d.identity.name
+                )
+            })
             .collect();
         let mut out = Vec::new();
         let mut first_err = None;
-        for fv in found.versions.iter().filter(|v| wanted.contains(&v.version)) {
+        for fv in found
+            .versions
+            .iter()
+            .filter(|v| wanted.contains(&v.version))
+        {
             let v = fv.version;
             if let Some(p) = &fv.problem {
                 self.models().set(name, v, ModelState::Unavailable, p, None);
-                first_err.get_or_insert(EngineError::precondition(format!("model {name} version {v}: {p}")));
+                first_err.get_or_insert(EngineError::precondition(format!(
+                    "model {name} version {v}: {p}"
+                )));
                 continue;
             }
             // A reload replaces a ready version: unload it first so the budget sees its memory.
@@ -515,7 +610,8 @@ impl Engine {
             let settings = match repo::settings(&found.dir, Some(v)) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.models().set(name, v, ModelState::Unavailable, &e, None);
+                    self.models()
+                        .set(name, v, ModelState::Unavailable, &e, None);
                     first_err.get_or_insert(EngineError::precondition(e));
                     continue;
                 }
@@ -536,7 +632,11 @@ impl Engine {
                 .and_then(|r| r);
             match res {
                 Ok(loaded) => {
-                    let info = loaded.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let info = loaded
+                        .info
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     tracing::info!(
                         model = name, version = v, device = %info.device,
                         reserved = %gib(info.reservation_bytes),
@@ -544,12 +644,19 @@ impl Engine {
                         fallback = %info.fallback_reason,
                         "model ready"
                     );
-                    self.models().set(name, v, ModelState::Ready, &info.fallback_reason, Some(Arc::new(loaded)));
+                    self.models().set(
+                        name,
+                        v,
+                        ModelState::Ready,
+                        &info.fallback_reason,
+                        Some(Arc::new(loaded)),
+                    );
                     out.push(info);
                 }
                 Err(e) => {
                     tracing::warn!(model = name, version = v, "load failed: {}", e.message);
-                    self.models().set(name, v, ModelState::Unavailable, &e.message, None);
+                    self.models()
+                        .set(name, v, ModelState::Unavailable, &e.message, None);
                     first_err.get_or_insert(e);
                 }
             }
@@ -562,13 +669,43 @@ impl Engine {
     }
 
     fn refresh_component(&self) {
-        let rt = self.models().runtime.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let rt = self
+            .models()
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(rt) = rt {
             let t = self.models().table();
-            let ready = t.values().flat_map(|s| s.values()).filter(|s| s.state == ModelState::Ready).count();
-            let failed = t.values().flat_map(|s| s.values()).filter(|s| s.state == ModelState::Unavailable && !s.reason.is_empty() && !s.reason.starts_with("not ") && s.reason != "unloaded").count();
-            let devs = rt.devices().map(|d| d.iter().map(|d| d.name.clone()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            let state = if failed > 0 { ComponentState::Degraded } else { ComponentState::Ok };
+            let ready = t
+                .values()
+                .flat_map(|s| s.values())
+                .filter(|s| s.state == ModelState::Ready)
+                .count();
+            let failed = t
+                .values()
+                .flat_map(|s| s.values())
+                .filter(|s| {
+                    s.state == ModelState::Unavailable
+                        && !s.reason.is_empty()
+                        && !s.reason.starts_with("not ")
+                        && s.reason != "unloaded"
+                })
+                .count();
+            let devs = rt
+                .devices()
+                .map(|d| {
+                    d.iter()
+                        .map(|d| d.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let state = if failed > 0 {
+                ComponentState::Degraded
+            } else {
+                ComponentState::Ok
+            };
             self.set_component(
                 "inference",
                 state,
@@ -579,7 +716,14 @@ impl Engine {
 
     /// Reserve, read, place, compile, correct the reservation, calibrate, start workers.
     fn build(&self, rt: &Runtime, job: LoadJob) -> Result<Loaded, EngineError> {
-        let LoadJob { name, version, dir, settings, device, hal } = job;
+        let LoadJob {
+            name,
+            version,
+            dir,
+            settings,
+            device,
+            hal,
+        } = job;
         let files = kiln_openvino::ModelFiles::locate(&dir).map_err(ov_err)?;
         let owner = format!("model {name} v{version}");
         let estimate = files.weights_bytes.saturating_mul(WEIGHTS_FACTOR) + MODEL_OVERHEAD_BYTES;
@@ -593,16 +737,22 @@ impl Engine {
         })?;
         let devices = rt.devices().map_err(ov_err)?;
         let (order, auto) = placement::candidates(device.as_deref(), &settings, &devices);
-        let mut tried: Vec<(String, Option<f64>)> = order.iter().map(|d| (d.clone(), None)).collect();
+        let mut tried: Vec<(String, Option<f64>)> =
+            order.iter().map(|d| (d.clone(), None)).collect();
         for (d, m) in tried.iter_mut() {
-            *m = placement::stored(self.db(), &name, version, d, files.weights_bytes).map(|m| m.per_second);
+            *m = placement::stored(self.db(), &name, version, d, files.weights_bytes)
+                .map(|m| m.per_second);
         }
         if auto {
             // Measured devices first, best first; unmeasured ones get measured below.
             tried.sort_by(|a, b| b.1.unwrap_or(f64::MAX).total_cmp(&a.1.unwrap_or(f64::MAX)));
         }
         let hints = CompileHints {
-            performance: if settings.throughput { PerformanceHint::Throughput } else { PerformanceHint::Latency },
+            performance: if settings.throughput {
+                PerformanceHint::Throughput
+            } else {
+                PerformanceHint::Latency
+            },
             precision: settings.precision,
             pool_size: settings.instances,
             ..Default::default()
@@ -620,7 +770,13 @@ impl Engine {
                     if seen.is_empty() {
                         "; the HAL sees none either".to_string()
                     } else {
-                        format!("; the HAL sees {} — install its driver and user-space runtime", seen.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                        format!(
+                            "; the HAL sees {} — install its driver and user-space runtime",
+                            seen.iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
                 ));
                 continue;
@@ -630,7 +786,10 @@ impl Engine {
                 if dev.starts_with("NPU") {
                     let shapes = placement::static_shapes(model.inputs(), &settings, dev)?;
                     if !shapes.is_empty() {
-                        let refs: Vec<(&str, &[i64])> = shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+                        let refs: Vec<(&str, &[i64])> = shapes
+                            .iter()
+                            .map(|(n, s)| (n.as_str(), s.as_slice()))
+                            .collect();
                         model.reshape(&refs).map_err(|e| e.to_string())?;
                     }
                 }
@@ -645,7 +804,14 @@ impl Engine {
             };
             let per_s = match measured {
                 Some(m) => *m,
-                None => self.calibrate(&compiled, &name, version, dev, files.weights_bytes, &settings),
+                None => self.calibrate(
+                    &compiled,
+                    &name,
+                    version,
+                    dev,
+                    files.weights_bytes,
+                    &settings,
+                ),
             };
             let better = best.as_ref().is_none_or(|(_, _, b)| per_s > *b);
             if better {
@@ -664,14 +830,20 @@ impl Engine {
             )));
         };
         let fallback = if dev != order[0] && !auto {
-            let r = format!("placed on {dev} instead of {}: {}", order[0], reasons.join("; "));
+            let r = format!(
+                "placed on {dev} instead of {}: {}",
+                order[0],
+                reasons.join("; ")
+            );
             tracing::warn!(model = %name, version, "{r}");
             r
         } else {
             String::new()
         };
         // Correct the estimate with what compiling really cost.
-        let measured = u64::try_from(compiled.memory_delta_bytes()).unwrap_or(0).max(files.weights_bytes);
+        let measured = u64::try_from(compiled.memory_delta_bytes())
+            .unwrap_or(0)
+            .max(files.weights_bytes);
         reservation.resize(measured).map_err(|e| {
             EngineError::exhausted(format!(
                 "model {name} version {version} not loaded: compiling it took {} (estimate {}): {}",
@@ -687,7 +859,11 @@ impl Engine {
             if !(compiled.inputs().iter().all(dyn0) && compiled.outputs().iter().all(dyn0)) {
                 let r = format!(
                     "batching off: every input and output needs a dynamic first dimension (inputs {:?})",
-                    compiled.inputs().iter().map(|p| p.shape.clone()).collect::<Vec<_>>()
+                    compiled
+                        .inputs()
+                        .iter()
+                        .map(|p| p.shape.clone())
+                        .collect::<Vec<_>>()
                 );
                 tracing::warn!(model = %name, version, "{r}");
                 if !notes.is_empty() {
@@ -752,7 +928,10 @@ impl Engine {
         let Some(shapes) = placement::calibration_shapes(compiled.inputs(), settings) else {
             return -1.0;
         };
-        let refs: Vec<(&str, &[i64])> = shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+        let refs: Vec<(&str, &[i64])> = shapes
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect();
         let first = kiln_openvino::calibrate_with_shapes(compiled, &refs, 2);
         let result = match first {
             // Fast models get a longer run (about 0.2 s) for a stable figure.
@@ -768,7 +947,12 @@ impl Engine {
                 c.per_second
             }
             Err(e) => {
-                tracing::warn!(model = name, version, device = dev, "calibration failed: {e}");
+                tracing::warn!(
+                    model = name,
+                    version,
+                    device = dev,
+                    "calibration failed: {e}"
+                );
                 -1.0
             }
         }
@@ -785,10 +969,14 @@ impl Engine {
         };
         if let Some(l) = loaded {
             // Return the memory now; the workers finish queued requests, then stop.
-            l.reservation.lock().unwrap_or_else(|p| p.into_inner()).take();
+            l.reservation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             let _ = tokio::task::spawn_blocking(move || l.sched.shutdown()).await;
         }
-        self.models().set(name, version, ModelState::Unavailable, "unloaded", None);
+        self.models()
+            .set(name, version, ModelState::Unavailable, "unloaded", None);
         tracing::info!(model = name, version, "model unloaded");
     }
 
@@ -798,7 +986,10 @@ impl Engine {
         let versions: Vec<u64> = match self.models().table().get(name) {
             Some(s) => s.keys().copied().collect(),
             None => {
-                let on_disk = self.repository().ok().and_then(|r| repo::scan_model(&r, name));
+                let on_disk = self
+                    .repository()
+                    .ok()
+                    .and_then(|r| repo::scan_model(&r, name));
                 if on_disk.is_none() {
                     return Err(EngineError::not_found(format!(
                         "no model {name:?} is loaded or in the repository"
@@ -834,10 +1025,11 @@ impl Engine {
             if let Some(e) = self.disabled_error() {
                 return Err(e);
             }
-            let in_repo = self
-                .repository()
-                .ok()
-                .and_then(|r| repo::check_name(name).ok().and_then(|_| repo::scan_model(&r, name)));
+            let in_repo = self.repository().ok().and_then(|r| {
+                repo::check_name(name)
+                    .ok()
+                    .and_then(|_| repo::scan_model(&r, name))
+            });
             return Err(match in_repo {
                 Some(_) => EngineError::unavailable(format!(
                     "model {name} is in the repository but not loaded; load it with `kilnctl models load {name}`"
@@ -882,7 +1074,11 @@ impl Engine {
 
     /// UNAVAILABLE with the discovery text when OpenVINO is missing.
     fn disabled_error(&self) -> Option<EngineError> {
-        let c = self.status().components.into_iter().find(|c| c.name == "inference")?;
+        let c = self
+            .status()
+            .components
+            .into_iter()
+            .find(|c| c.name == "inference")?;
         (c.state == ComponentState::Disabled)
             .then(|| EngineError::unavailable(format!("model serving is disabled: {}", c.detail)))
     }
@@ -897,7 +1093,12 @@ impl Engine {
             .models()
             .table()
             .get(name)
-            .map(|s| s.iter().filter(|(_, s)| s.loaded.is_some()).map(|(v, _)| v.to_string()).collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, s)| s.loaded.is_some())
+                    .map(|(v, _)| v.to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         let info = l.info.lock().unwrap_or_else(|p| p.into_inner());
         Ok(ModelMetadata {
@@ -913,7 +1114,14 @@ impl Engine {
     pub async fn model_infer(&self, mut req: InferRequest) -> Result<InferResponse, EngineError> {
         let (v, l) = self.resolve(&req.model_name, &req.model_version)?;
         let max = self.config().daemon.max_message_bytes;
-        let (inputs, samples) = match validate::inputs(&req.model_name.clone(), &l.inputs, &l.outputs, &mut req, max, l.batched) {
+        let (inputs, samples) = match validate::inputs(
+            &req.model_name.clone(),
+            &l.inputs,
+            &l.outputs,
+            &mut req,
+            max,
+            l.batched,
+        ) {
             Ok(x) => x,
             Err(e) => {
                 let z = Duration::ZERO;
@@ -926,12 +1134,19 @@ impl Engine {
         })?;
         let outs = rx
             .await
-            .map_err(|_| EngineError::unavailable(format!("model {} version {v} was unloaded during the request", req.model_name)))?
+            .map_err(|_| {
+                EngineError::unavailable(format!(
+                    "model {} version {v} was unloaded during the request",
+                    req.model_name
+                ))
+            })?
             .map_err(ov_err)?;
         let outputs = if req.outputs.is_empty() {
             outs
         } else {
-            outs.into_iter().filter(|(n, _)| req.outputs.contains(n)).collect()
+            outs.into_iter()
+                .filter(|(n, _)| req.outputs.contains(n))
+                .collect()
         };
         Ok(InferResponse {
             model_name: req.model_name,
@@ -957,19 +1172,35 @@ impl Engine {
                 ),
             };
             if !ready_only || state == ModelState::Ready {
-                out.push(IndexEntry { name: name.into(), version: v.to_string(), state, reason });
+                out.push(IndexEntry {
+                    name: name.into(),
+                    version: v.to_string(),
+                    state,
+                    reason,
+                });
             }
         };
         for m in &found {
             for fv in &m.versions {
-                push(&m.name, fv.version, fv.problem.as_ref().or(m.problem.as_ref()));
+                push(
+                    &m.name,
+                    fv.version,
+                    fv.problem.as_ref().or(m.problem.as_ref()),
+                );
             }
         }
         for (name, slots) in t.iter() {
             for (v, s) in slots {
-                let on_disk = found.iter().any(|m| &m.name == name && m.versions.iter().any(|f| f.version == *v));
+                let on_disk = found
+                    .iter()
+                    .any(|m| &m.name == name && m.versions.iter().any(|f| f.version == *v));
                 if !on_disk && s.loaded.is_some() {
-                    out.push(IndexEntry { name: name.clone(), version: v.to_string(), state: s.state, reason: "removed from the repository; still loaded".into() });
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: v.to_string(),
+                        state: s.state,
+                        reason: "removed from the repository; still loaded".into(),
+                    });
                 }
             }
         }
@@ -977,7 +1208,11 @@ impl Engine {
     }
 
     /// Statistics of loaded versions: all (empty name), one model, or one version.
-    pub fn model_statistics(&self, name: &str, version: &str) -> Result<Vec<ModelStats>, EngineError> {
+    pub fn model_statistics(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<ModelStats>, EngineError> {
         if name.is_empty() {
             let t = self.models().table();
             return Ok(t
@@ -991,7 +1226,11 @@ impl Engine {
             let t = self.models().table();
             return Ok(t
                 .get(name)
-                .map(|s| s.values().filter_map(|s| s.loaded.as_ref().map(|l| l.stats.snapshot())).collect())
+                .map(|s| {
+                    s.values()
+                        .filter_map(|s| s.loaded.as_ref().map(|l| l.stats.snapshot()))
+                        .collect()
+                })
                 .unwrap_or_default());
         }
         let (_, l) = self.resolve(name, version)?;
@@ -1001,7 +1240,11 @@ impl Engine {
     /// Every known model version with placement, reservation and calibration.
     pub fn models_list(&self) -> Vec<ModelInfo> {
         let mut out = Vec::new();
-        let found = self.repository().ok().and_then(|r| repo::scan(&r).ok()).unwrap_or_default();
+        let found = self
+            .repository()
+            .ok()
+            .and_then(|r| repo::scan(&r).ok())
+            .unwrap_or_default();
         let t = self.models().table();
         let mut names: Vec<String> = found.iter().map(|m| m.name.clone()).collect();
         names.extend(t.keys().cloned());
@@ -1009,7 +1252,9 @@ impl Engine {
         names.dedup();
         for name in names {
             let fm = found.iter().find(|m| m.name == name);
-            let mut versions: Vec<u64> = fm.map(|m| m.versions.iter().map(|v| v.version).collect()).unwrap_or_default();
+            let mut versions: Vec<u64> = fm
+                .map(|m| m.versions.iter().map(|v| v.version).collect())
+                .unwrap_or_default();
             if let Some(s) = t.get(&name) {
                 versions.extend(s.keys().copied());
             }
@@ -1019,7 +1264,12 @@ impl Engine {
                 let slot = t.get(&name).and_then(|s| s.get(&v));
                 if let Some(l) = slot.and_then(|s| s.loaded.as_ref()) {
                     let mut i = l.info.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    i.reservation_bytes = l.reservation.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |r| r.bytes());
+                    i.reservation_bytes = l
+                        .reservation
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                        .map_or(0, |r| r.bytes());
                     out.push(i);
                     continue;
                 }
@@ -1059,7 +1309,13 @@ impl Engine {
 
     /// Stop polling and unload everything (daemon shutdown).
     pub async fn stop_models(&self) {
-        if let Some(t) = self.models().poll.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self
+            .models()
+            .poll
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             t.abort();
         }
         let names: Vec<String> = self.models().table().keys().cloned().collect();

@@ -36,7 +36,14 @@ pub fn stored(
     .map(|per_second| Measured { per_second })
 }
 
-pub fn store(db: &StateDb, model: &str, version: u64, device: &str, weights_bytes: u64, per_s: f64) {
+pub fn store(
+    db: &StateDb,
+    model: &str,
+    version: u64,
+    device: &str,
+    weights_bytes: u64,
+    per_s: f64,
+) {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let r = db.with(|c| {
         c.execute(
@@ -116,7 +123,11 @@ pub fn static_shapes(
                 return Err(format!(
                     "{device} needs static shapes, input {} has shape {:?}; set [model] static_shape = {{ {} = [...] }} in kiln-model.toml",
                     p.name,
-                    if p.rank_dynamic { vec![] } else { p.shape.clone() },
+                    if p.rank_dynamic {
+                        vec![]
+                    } else {
+                        p.shape.clone()
+                    },
                     p.name
                 ));
             }
@@ -224,7 +235,10 @@ mod tests {
         assert!(stored(&db, "m", 1, "CPU", 10).is_none());
         store(&db, "m", 1, "CPU", 10, 123.5);
         assert_eq!(stored(&db, "m", 1, "CPU", 10).unwrap().per_second, 123.5);
-        assert!(stored(&db, "m", 1, "CPU", 11).is_none(), "a changed file is re-measured");
+        assert!(
+            stored(&db, "m", 1, "CPU", 11).is_none(),
+            "a changed file is re-measured"
+        );
         store(&db, "m", 1, "CPU", 11, 99.0);
         assert_eq!(stored(&db, "m", 1, "CPU", 11).unwrap().per_second, 99.0);
     }

@@ -170,21 +170,19 @@ fn read_toml(path: &Path) -> Result<Option<FileToml>, String> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    toml::from_str::<FileToml>(&text)
-        .map(Some)
-        .map_err(|e| {
-            let msg = e.message().trim().replace('\n', " ");
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(l) => format!(
-                    "{}: line {l}: {msg}; see docs/inference.md for the kiln-model.toml keys",
-                    path.display()
-                ),
-                None => format!("{}: {msg}", path.display()),
-            }
-        })
+    toml::from_str::<FileToml>(&text).map(Some).map_err(|e| {
+        let msg = e.message().trim().replace('\n', " ");
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => format!(
+                "{}: line {l}: {msg}; see docs/inference.md for the kiln-model.toml keys",
+                path.display()
+            ),
+            None => format!("{}: {msg}", path.display()),
+        }
+    })
 }
 
 fn apply(s: &mut ModelSettings, f: FileToml, path: &Path) -> Result<(), String> {
@@ -264,7 +262,8 @@ fn apply(s: &mut ModelSettings, f: FileToml, path: &Path) -> Result<(), String> 
         s.instances = Some(n);
     }
     if let Some(p) = m.version_policy {
-        s.version_policy = Some(VersionPolicy::parse(&p).map_err(|e| err("model.version_policy", e))?);
+        s.version_policy =
+            Some(VersionPolicy::parse(&p).map_err(|e| err("model.version_policy", e))?);
     }
     if let Some(b) = m.load_at_start {
         s.load_at_start = b;
@@ -410,10 +409,7 @@ pub fn scan(repo: &Path) -> Result<Vec<FoundModel>, String> {
         .filter(|n| check_name(n).is_ok())
         .collect();
     names.sort();
-    Ok(names
-        .iter()
-        .filter_map(|n| scan_model(repo, n))
-        .collect())
+    Ok(names.iter().filter_map(|n| scan_model(repo, n)).collect())
 }
 
 #[cfg(test)]
@@ -433,12 +429,21 @@ mod tests {
             VersionPolicy::parse("latest:2").unwrap().select(&v),
             vec![2, 5]
         );
-        assert_eq!(VersionPolicy::parse("all").unwrap().select(&v), vec![1, 2, 5]);
+        assert_eq!(
+            VersionPolicy::parse("all").unwrap().select(&v),
+            vec![1, 2, 5]
+        );
         assert_eq!(
             VersionPolicy::parse("specific:1, 3").unwrap().select(&v),
             vec![1]
         );
-        for bad in ["latest:0", "newest", "specific:", "specific:a", "specific:0"] {
+        for bad in [
+            "latest:0",
+            "newest",
+            "specific:",
+            "specific:a",
+            "specific:0",
+        ] {
             let e = VersionPolicy::parse(bad).unwrap_err();
             assert!(e.contains(bad) && e.contains("expected"), "{e}");
         }
@@ -464,7 +469,13 @@ mod tests {
         let vs: Vec<u64> = a.versions.iter().map(|v| v.version).collect();
         assert_eq!(vs, [1, 2, 3]);
         assert!(a.versions[0].problem.is_none() && a.versions[1].problem.is_none());
-        assert!(a.versions[2].problem.as_ref().unwrap().contains("no model.xml"));
+        assert!(
+            a.versions[2]
+                .problem
+                .as_ref()
+                .unwrap()
+                .contains("no model.xml")
+        );
         let b = found[1].problem.as_ref().unwrap();
         assert!(b.contains("kiln-model.toml") && b.contains("colour"), "{b}");
         assert!(found[2].problem.as_ref().unwrap().contains("no version"));
@@ -492,9 +503,19 @@ mod tests {
         assert_eq!(s.static_shape["input_ids"], vec![1, 128]);
         touch(&m.join("3").join(MODEL_TOML), "[batching]\nmax_batch = 0\n");
         let e = settings(&m, Some(3)).unwrap_err();
-        assert!(e.contains("batching.max_batch") && e.contains("3/kiln-model.toml"), "{e}");
-        touch(&m.join("4").join(MODEL_TOML), "[model]\nprecision = \"f8\"\n");
-        assert!(settings(&m, Some(4)).unwrap_err().contains("f32, f16 or bf16"));
+        assert!(
+            e.contains("batching.max_batch") && e.contains("3/kiln-model.toml"),
+            "{e}"
+        );
+        touch(
+            &m.join("4").join(MODEL_TOML),
+            "[model]\nprecision = \"f8\"\n",
+        );
+        assert!(
+            settings(&m, Some(4))
+                .unwrap_err()
+                .contains("f32, f16 or bf16")
+        );
     }
 
     #[test]

@@ -182,10 +182,7 @@ pub fn inputs(
     }
     let samples = if batched {
         let first = list.first().and_then(|(_, t)| t.shape.first()).copied();
-        if let Some((n, t)) = list
-            .iter()
-            .find(|(_, t)| t.shape.first().copied() != first)
-        {
+        if let Some((n, t)) = list.iter().find(|(_, t)| t.shape.first().copied() != first) {
             return Err(inv(format!(
                 "input tensor {n} has batch dimension {:?}, expected {:?} like the other inputs",
                 t.shape.first(),
@@ -279,7 +276,10 @@ mod tests {
         let mut r = good();
         r.inputs[0].name = "INPUT9".into();
         let m = err(r);
-        assert!(m.contains("INPUT9") && m.contains("[INPUT0, INPUT1]"), "{m}");
+        assert!(
+            m.contains("INPUT9") && m.contains("[INPUT0, INPUT1]"),
+            "{m}"
+        );
         let mut r = good();
         r.inputs.pop();
         r.raw_inputs.pop();
@@ -312,6 +312,10 @@ mod tests {
         let (i, o) = model();
         let mut r = good();
         let e = inputs("add_sub", &i, &o, &mut r, 100, false).unwrap_err();
-        assert!(e.message.contains("daemon.max_message_bytes"), "{}", e.message);
+        assert!(
+            e.message.contains("daemon.max_message_bytes"),
+            "{}",
+            e.message
+        );
     }
 }
