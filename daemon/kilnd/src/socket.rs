@@ -81,6 +81,14 @@ fn give_to_group(path: &Path, group: &str) {
     }
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => {
+            // Under the unit the socket is already ours with group kiln, and
+            // the syscall filter forbids chown: nothing to do then.
+            let current = std::fs::metadata(path)
+                .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+                .ok();
+            if current == Some(g.gid.as_raw()) {
+                return;
+            }
             if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
                 tracing::warn!(socket = %path.display(), group, error = %e, "cannot hand the socket to its group; only this user can connect");
             }
