@@ -736,3 +736,34 @@ fn large_import_shows_progress_and_keeps_bytes() {
         data
     );
 }
+
+#[test]
+fn quota_full_import_is_refused_and_keeps_existing_versions() {
+    let e = Env::start(true, "[storage.profiles.models]\nquota = \"3M\"\n", None);
+    let small = e.scratch.path().join("small.bin");
+    std::fs::write(&small, bytes(5, 100_000)).unwrap();
+    e.ok(&["models", "import", small.to_str().unwrap(), "--name", "m"]);
+    let big = e.scratch.path().join("big.bin");
+    // Incompressible, so gzip cannot squeeze it under the quota.
+    std::fs::write(&big, bytes(6, 8 << 20)).unwrap();
+    let out =
+        e.k.kilnctl(&["models", "import", big.to_str().unwrap(), "--name", "m"]);
+    fails(&out, "resource exhausted", "quota");
+    let dir = e.mountpoint("models").join("m");
+    // Known gap (reported): on zfs-fuse, unlinking at a full quota with a snapshot present
+    // fails with EDQUOT, so the hidden `.importing-*` staging dir can stay behind; the
+    // model's versions are what matters here.
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["1"], "only the earlier version remains");
+    assert_eq!(
+        std::fs::read(dir.join("1/small.bin")).unwrap(),
+        bytes(5, 100_000)
+    );
+    let snaps = names(&e.json(&["storage", "snapshots", "models"]));
+    assert_eq!(snaps, ["m-v1"]);
+}
