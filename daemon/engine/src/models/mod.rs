@@ -155,6 +155,8 @@ pub(crate) struct ModelsHub {
     table: RwLock<Table>,
     ops: tokio::sync::Mutex<()>,
     poll: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// `daemon.max_message_bytes` (a restart key), kept off the config lock on the hot path.
+    max_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl ModelsHub {
@@ -164,6 +166,7 @@ impl ModelsHub {
             table: RwLock::new(BTreeMap::new()),
             ops: tokio::sync::Mutex::new(()),
             poll: Mutex::new(None),
+            max_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -1113,7 +1116,20 @@ impl Engine {
     /// Validate, queue on the model's scheduler, wait for the outputs.
     pub async fn model_infer(&self, mut req: InferRequest) -> Result<InferResponse, EngineError> {
         let (v, l) = self.resolve(&req.model_name, &req.model_version)?;
-        let max = self.config().daemon.max_message_bytes;
+        let max = match self
+            .models()
+            .max_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => {
+                let m = self.config().daemon.max_message_bytes;
+                self.models()
+                    .max_bytes
+                    .store(m, std::sync::atomic::Ordering::Relaxed);
+                m
+            }
+            m => m,
+        };
         let (inputs, samples) = match validate::inputs(
             &req.model_name.clone(),
             &l.inputs,
