@@ -2,7 +2,7 @@
 //! cgroup v2 (`memory.max`, `cpu.weight`) when the memory controller is available
 //! below our own cgroup, else the cgroup v1 memory hierarchy (`memory.limit_in_bytes`)
 //! on hybrid machines, else nothing (the caller falls back to rlimits and says so).
-//! Touches only `<cgroup root>/**/kiln-job-<id>` directories it creates.
+//! Touches only `<cgroup root>/**/kiln-job-<id>-<shim pid>` directories it creates.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,8 @@ fn join(root: &Path, rel: &str) -> PathBuf {
 /// Create the job's cgroup. `Err` says why none could be made (all attempts).
 pub fn create(root: &Path, job_id: u64, memory: u64, cpu_weight: u64) -> Result<JobCgroup, String> {
     let paths = own_cgroup_paths();
-    let name = format!("kiln-job-{job_id}");
+    // The shim pid keeps names unique when several daemons (tests) share a parent cgroup.
+    let name = format!("kiln-job-{job_id}-{}", std::process::id());
     let mut why = Vec::new();
     // cgroup v2: unified at the root, or at <root>/unified on hybrid machines.
     if let Some((_, rel)) = paths.iter().find(|(c, _)| c.is_empty()) {
@@ -83,7 +84,7 @@ fn v2(parent: &Path, name: &str, memory: u64, cpu_weight: u64) -> Result<JobCgro
     }
     let _ = fs::write(parent.join("cgroup.subtree_control"), "+cpu");
     let dir = parent.join(name);
-    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let fail = |e: String| {
         let _ = fs::remove_dir(&dir);
         e
@@ -107,7 +108,7 @@ fn v1(parent: &Path, name: &str, memory: u64) -> Result<JobCgroup, String> {
         return Err("no memory.limit_in_bytes (not a v1 memory cgroup)".into());
     }
     let dir = parent.join(name);
-    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     if let Err(e) = fs::write(dir.join("memory.limit_in_bytes"), memory.to_string()) {
         let _ = fs::remove_dir(&dir);
         return Err(format!("memory.limit_in_bytes: {e}"));

@@ -168,6 +168,22 @@ pub fn format_cpus(ids: &[usize]) -> String {
     out.join(",")
 }
 
+/// Parse a CPU list like "0-3,8" (the inverse of [`format_cpus`]); bad parts are skipped.
+pub fn parse_cpus(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    v.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => v.extend(part.parse::<usize>().ok()),
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +192,8 @@ mod tests {
     fn cpu_list_and_own_start_time() {
         assert_eq!(format_cpus(&[3, 0, 1, 2, 8, 10, 11]), "0-3,8,10-11");
         assert_eq!(format_cpus(&[]), "");
+        assert_eq!(parse_cpus("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert!(parse_cpus("").is_empty());
         let (t, z) = proc_start(std::process::id() as i32).unwrap();
         assert!(t > 0 && !z);
         assert!(proc_start(i32::MAX).is_none());

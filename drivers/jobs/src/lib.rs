@@ -13,6 +13,7 @@ pub mod queue;
 pub mod shim;
 pub mod spec;
 pub mod supervisor;
+#[cfg(feature = "systemd")]
 pub mod systemd;
 
 pub use error::{JobError, JobErrorKind};
