@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// How often the scrub schedule is checked.
 pub const SCRUB_CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// Delay of the first scrub check after start.
+pub const SCRUB_FIRST_CHECK_AFTER: Duration = Duration::from_secs(60);
 
 /// A storage error as an engine error; the message (problem and fix) passes through.
 pub fn storage_error(e: StorageError) -> EngineError {
@@ -297,7 +299,9 @@ impl Engine {
             return;
         }
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SCRUB_CHECK_EVERY);
+            // The first check waits a minute, so it never competes with start-up.
+            let first = tokio::time::Instant::now() + SCRUB_FIRST_CHECK_AFTER;
+            let mut tick = tokio::time::interval_at(first, SCRUB_CHECK_EVERY);
             loop {
                 tick.tick().await;
                 let s = storage.clone();
