@@ -4,6 +4,7 @@
 //! `cargo build --release -p kilnd -p kilnctl -p kiln-bench`.
 
 mod infer;
+mod jobs;
 mod startup;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Submit → job process running over gRPC (goal p50/p99 ≤ 50 ms).
+    Jobs {
+        #[arg(long)]
+        json: bool,
+        /// How many jobs to submit.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// Start→READY time and idle RSS of kilnd (goals: ≤ 500 ms, ≤ 40 MB).
     Startup {
         #[arg(long)]
@@ -53,6 +62,9 @@ fn main() -> ExitCode {
             seconds,
         } => infer::run(iters.max(1), clients.max(1), seconds.max(1))
             .map(|r| if json { r.json() } else { r.table() }),
+        Cmd::Jobs { json, runs } => {
+            jobs::run(runs.max(1)).map(|r| if json { r.json() } else { r.table() })
+        }
         Cmd::Startup { json, runs } => {
             startup::run(runs).map(|r| if json { r.json() } else { r.table() })
         }

@@ -37,6 +37,33 @@ const MIGRATIONS: &[&str] = &[
         measured_at TEXT NOT NULL,
         PRIMARY KEY (model, version, device)
     );",
+    // 3: jobs from submit to end, with the supervisor record used to re-adopt them.
+    "CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        owner_uid INTEGER,
+        submitted_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        run_dir TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        checkpoint_dir TEXT NOT NULL,
+        record TEXT,
+        started TEXT,
+        exit TEXT
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE TABLE job_checkpoints (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        seq INTEGER NOT NULL,
+        snapshot TEXT NOT NULL,
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Training and batch jobs: submit, list, show, logs, cancel, checkpoint.
+    Jobs {
+        #[command(subcommand)]
+        command: crate::jobs::JobsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod devices;
+pub mod jobs;
 pub mod models;
 pub mod storage;

@@ -47,6 +47,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Internal: supervise one job (started by kilnd itself; see docs/jobs.md).
+    #[command(hide = true)]
+    JobShim {
+        /// The job's launch.json.
+        launch: PathBuf,
+    },
 }
 
 impl Cli {

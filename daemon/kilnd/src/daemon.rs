@@ -133,6 +133,15 @@ async fn serve(
     engine.start_storage();
     // Models load before READY (like Triton): clients see them ready once kilnd is.
     engine.start_models().await;
+    // Jobs: re-adopt what a previous kilnd left running, then schedule.
+    match std::env::current_exe() {
+        Ok(program) => {
+            engine
+                .start_jobs(kiln_jobs::ShimCommand { program, args: vec!["job-shim".into()] })
+                .await
+        }
+        Err(e) => engine.set_component("jobs", ComponentState::Disabled, format!("cannot find the kilnd executable for job supervisors: {e}")),
+    }
     engine.set_component("grpc", ComponentState::Ok, bound.path.display().to_string());
 
     let listener =

@@ -179,6 +179,7 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
         )
     })?;
     crate::dbus_devices::serve(conn, engine.clone()).await?;
+    crate::dbus_jobs::serve(conn, engine.clone()).await?;
     crate::dbus_storage::serve(conn, engine.clone()).await?;
     let conn = conn.clone();
     let mut states = engine.subscribe_state();

@@ -1,0 +1,975 @@
+//! Jobs in the engine: submit (validate, authorise, store, queue), budget-aware admission
+//! against the UMA ledger, CPU sets from the HAL, the battery policy for GPU training,
+//! launching through `kiln_jobs` (fork or systemd transient unit), a monitor that
+//! records exits and turns checkpoint markers into held snapshots on the checkpoints
+//! dataset, log streaming, change events, and re-adoption at daemon start.
+//! Touches the `jobs` tables, `<state_dir>/jobs/`, the checkpoints and logs datasets,
+//! and the job supervisors it started.
+
+pub mod db;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::auth::{Action, Caller};
+use crate::budget::{Reservation, gib};
+use crate::engine::{Engine, rfc3339};
+use crate::error::{EngineError, ErrorKind};
+use db::{CheckpointRow, JobRow};
+use kiln_jobs::{
+    Admit, CpuKind, Device, ExitRecord, JobError, JobErrorKind, JobHandle, JobQueue, JobSpec,
+    LaunchPlan, Limits, Readopt, ShimCommand,
+};
+use kiln_storage::Dataset;
+
+/// The `[jobs]` config table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Hold GPU training jobs in the queue while the machine runs on battery.
+    pub defer_gpu_on_battery: bool,
+    /// SIGTERM → SIGKILL grace period for cancel and max runtime, milliseconds.
+    pub grace_ms: u64,
+    /// `auto` (a systemd transient unit when booted with systemd, else fork), `fork`, `systemd`.
+    pub launcher: String,
+    /// How often running jobs are checked for exit and checkpoint markers, milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            defer_gpu_on_battery: true,
+            grace_ms: 10_000,
+            launcher: "auto".into(),
+            poll_interval_ms: 100,
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !["auto", "fork", "systemd"].contains(&self.launcher.as_str()) {
+            return Err(format!(
+                "key `jobs.launcher`: bad value {:?}; expected auto, fork or systemd",
+                self.launcher
+            ));
+        }
+        if self.grace_ms > 600_000 {
+            return Err(format!(
+                "key `jobs.grace_ms`: bad value {}; expected at most 600000 (10 minutes)",
+                self.grace_ms
+            ));
+        }
+        if !(10..=10_000).contains(&self.poll_interval_ms) {
+            return Err(format!(
+                "key `jobs.poll_interval_ms`: bad value {}; expected 10 to 10000",
+                self.poll_interval_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    pub id: u64,
+    pub name: String,
+    /// queued | starting | running | succeeded | failed | cancelled
+    pub state: String,
+    /// Why it waits, how it ended, or "running".
+    pub detail: String,
+    pub spec: JobSpec,
+    pub owner_uid: Option<u32>,
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The job's process (its process group id) while it runs.
+    pub pid: Option<i32>,
+    /// CPUs it is pinned to ("" = not pinned).
+    pub cpus: String,
+    /// How its memory is limited (cgroup v2 / v1 / rlimit / systemd MemoryMax).
+    pub memory_limit: String,
+    pub memory_used_bytes: Option<u64>,
+    /// The last line the job wrote to `$KILN_PROGRESS_FILE`.
+    pub progress: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub log_path: String,
+    pub checkpoint_dir: String,
+    pub checkpoints: Vec<CheckpointRow>,
+    pub unit: Option<String>,
+}
+
+impl JobInfo {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+struct Running {
+    handle: JobHandle,
+    _reservation: Option<Reservation>,
+    cpus: Vec<usize>,
+    snapshots: Vec<String>,
+}
+
+#[derive(Default)]
+struct HubState {
+    queue: JobQueue,
+    queued: BTreeMap<u64, JobSpec>,
+    running: BTreeMap<u64, Running>,
+}
+
+enum Launcher {
+    Fork,
+    Systemd(zbus::Connection),
+}
+
+/// The engine's job registry.
+pub(crate) struct JobsHub {
+    state: Mutex<HubState>,
+    ops: tokio::sync::Mutex<()>,
+    kick: Notify,
+    events: broadcast::Sender<JobInfo>,
+    shim: Mutex<Option<ShimCommand>>,
+    launcher: tokio::sync::RwLock<Option<Launcher>>,
+}
+
+impl JobsHub {
+    pub(crate) fn new() -> JobsHub {
+        JobsHub {
+            state: Mutex::new(HubState::default()),
+            ops: tokio::sync::Mutex::new(()),
+            kick: Notify::new(),
+            events: broadcast::channel(256).0,
+            shim: Mutex::new(None),
+            launcher: tokio::sync::RwLock::new(None),
+        }
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn job_err(e: JobError) -> EngineError {
+    let kind = match e.kind {
+        JobErrorKind::Invalid => ErrorKind::InvalidArgument,
+        JobErrorKind::NotFound => ErrorKind::NotFound,
+        JobErrorKind::State => ErrorKind::FailedPrecondition,
+        JobErrorKind::Spawn | JobErrorKind::Io => ErrorKind::Internal,
+    };
+    EngineError::new(kind, e.message)
+}
+
+fn now() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// The CPUs this process may run on (a recorded machine tree may list others).
+fn usable_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a plain cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
+    }
+}
+
+/// cgroup CPU weight from priority: 0 → 100, +100 → 1000, -100 → 10.
+fn cpu_weight(priority: i32) -> u64 {
+    let p = priority.clamp(-100, 100) as i64;
+    (if p >= 0 {
+        100 + 9 * p
+    } else {
+        100 + 9 * p / 10
+    }) as u64
+}
+
+fn memory_used(started: &kiln_jobs::StartedInfo) -> Option<u64> {
+    let dir = started.cgroup.as_ref()?;
+    ["memory.current", "memory.usage_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn final_state(exit: &ExitRecord) -> &'static str {
+    if exit.success() {
+        "succeeded"
+    } else if exit.reason == "cancelled" {
+        "cancelled"
+    } else {
+        "failed"
+    }
+}
+
+impl Engine {
+    fn jobs(&self) -> &JobsHub {
+        &self.inner.jobs
+    }
+
+    /// CPU ids per requested kind, limited to CPUs this process can use.
+    fn job_cpu_set(&self, kind: CpuKind) -> Vec<usize> {
+        let sets = self.cpu_sets();
+        let usable = usable_cpus();
+        let mut v = match kind {
+            CpuKind::Performance => sets.performance,
+            CpuKind::Efficiency => sets.efficiency,
+            CpuKind::LowPower => sets.low_power,
+            CpuKind::Any => {
+                let mut all = sets.performance;
+                all.extend(sets.efficiency);
+                all.extend(sets.low_power);
+                all
+            }
+        };
+        v.retain(|c| usable.contains(c));
+        v.sort_unstable();
+        v
+    }
+
+    fn job_limits(&self) -> Limits {
+        let n = |k| self.job_cpu_set(k).len() as u32;
+        Limits::new(
+            self.budget().status().budget_bytes,
+            n(CpuKind::Performance),
+            n(CpuKind::Efficiency),
+            n(CpuKind::LowPower),
+            n(CpuKind::Any),
+        )
+    }
+
+    fn job_info(&self, r: JobRow) -> Result<JobInfo, EngineError> {
+        let checkpoints = db::checkpoints(self.db(), r.id)?;
+        let running = r.state == "running";
+        let progress = if running {
+            std::fs::read_to_string(PathBuf::from(&r.run_dir).join("progress"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(|l| l.trim().chars().take(200).collect())
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let st = r.started.as_ref();
+        Ok(JobInfo {
+            id: r.id,
+            name: r.name,
+            state: r.state,
+            detail: r.detail,
+            spec: r.spec,
+            owner_uid: r.owner_uid,
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            pid: st.filter(|_| running).map(|s| s.pid),
+            cpus: st.map(|s| s.cpus.clone()).unwrap_or_default(),
+            memory_limit: st.map(|s| s.memory_limit.clone()).unwrap_or_default(),
+            memory_used_bytes: st.filter(|_| running).and_then(memory_used),
+            progress,
+            exit_code: r.exit.as_ref().and_then(|e| e.code),
+            signal: r.exit.as_ref().and_then(|e| e.signal),
+            log_path: r.log_path,
+            checkpoint_dir: r.checkpoint_dir,
+            checkpoints,
+            unit: r.record.and_then(|r| r.unit),
+        })
+    }
+
+    pub fn get_job(&self, id: u64) -> Result<JobInfo, EngineError> {
+        let row = db::get(self.db(), id)?.ok_or_else(|| {
+            EngineError::not_found(format!("no job {id}; `kilnctl jobs list` shows the jobs"))
+        })?;
+        self.job_info(row)
+    }
+
+    /// The newest 500 jobs, newest first.
+    pub fn list_jobs(&self) -> Result<Vec<JobInfo>, EngineError> {
+        db::list(self.db(), 500)?
+            .into_iter()
+            .map(|r| self.job_info(r))
+            .collect()
+    }
+
+    /// Every change of any job (state, checkpoint), from now on.
+    pub fn watch_jobs(&self) -> broadcast::Receiver<JobInfo> {
+        self.jobs().events.subscribe()
+    }
+
+    fn publish(&self, id: u64) {
+        if let Ok(info) = self.get_job(id) {
+            let _ = self.jobs().events.send(info);
+        }
+    }
+
+    /// Validate, store and queue a job; it starts at once when the budget allows.
+    pub async fn submit_job(&self, caller: &Caller, spec: JobSpec) -> Result<JobInfo, EngineError> {
+        let args = format!(
+            "{:?} memory={} device={}",
+            spec.argv,
+            spec.memory_bytes,
+            spec.device.as_str()
+        );
+        let result = match self.authorize(caller, Action::ManageJobs).await {
+            Ok(()) => self.submit_authorized(caller, spec).await,
+            Err(e) => Err(e),
+        };
+        let detail = result
+            .as_ref()
+            .map(|j| format!("job {} {}", j.id, j.state))
+            .unwrap_or_default();
+        self.audit(caller, "SubmitJob", &args, &result, &detail);
+        result
+    }
+
+    async fn submit_authorized(
+        &self,
+        caller: &Caller,
+        mut spec: JobSpec,
+    ) -> Result<JobInfo, EngineError> {
+        spec.validate(&self.job_limits()).map_err(job_err)?;
+        if self
+            .jobs()
+            .shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(EngineError::unavailable(
+                "jobs are not running in this daemon (start_jobs was not called)",
+            ));
+        }
+        let storage = self.storage().map_err(|e| {
+            EngineError::unavailable(format!(
+                "jobs need the checkpoints and logs datasets: {}",
+                e.message
+            ))
+        })?;
+        let id = db::insert(self.db(), &spec, caller.uid, &now())?;
+        let run_dir = self
+            .config()
+            .daemon
+            .state_dir
+            .join("jobs")
+            .join(id.to_string());
+        let log = storage
+            .dataset_path(Dataset::Logs)
+            .join("jobs")
+            .join(format!("job-{id}.log"));
+        let ckpt = storage
+            .dataset_path(Dataset::Checkpoints)
+            .join(format!("job-{id}"));
+        db::set_paths(
+            self.db(),
+            id,
+            &run_dir.to_string_lossy(),
+            &log.to_string_lossy(),
+            &ckpt.to_string_lossy(),
+        )?;
+        {
+            let mut st = self.jobs().st();
+            st.queue.push(id, spec.priority, spec.memory_bytes);
+            st.queued.insert(id, spec);
+        }
+        tracing::info!(job = id, "job submitted");
+        self.admit_jobs().await;
+        self.publish(id);
+        self.get_job(id)
+    }
+
+    /// One admission pass: start every queued job that fits, in priority order.
+    async fn admit_jobs(&self) {
+        let _ops = self.jobs().ops.lock().await;
+        let cfg = self.config().jobs;
+        let on_battery = self.inventory().power.source == kiln_hal::PowerSource::Battery;
+        let ledger = self.budget().clone();
+        let mut waits = Vec::new();
+        let started = {
+            let mut guard = self.jobs().st();
+            let st = &mut *guard;
+            let specs = &st.queued;
+            st.queue.admit(|q| {
+                let Some(spec) = specs.get(&q.id) else {
+                    return Admit::Wait("queued".into());
+                };
+                let why = if cfg.defer_gpu_on_battery && on_battery && spec.device == Device::Gpu && spec.training {
+                    Some("deferred: GPU training waits while on battery power ([jobs] defer_gpu_on_battery)".to_string())
+                } else {
+                    match ledger.reserve(&format!("job {} ({})", q.id, spec.name), q.memory_bytes) {
+                        Ok(r) => return Admit::Start(r),
+                        Err(e) if e.message.contains("pressure") => Some(format!("queued: {}", e.message)),
+                        Err(_) => Some(format!(
+                            "queued: waiting for {} of the UMA budget ({} free now)",
+                            gib(q.memory_bytes),
+                            gib(ledger.free_bytes())
+                        )),
+                    }
+                };
+                let why = why.unwrap_or_default();
+                if q.waiting_for != why {
+                    waits.push((q.id, why.clone()));
+                }
+                Admit::Wait(why)
+            })
+        };
+        for (id, why) in waits {
+            let _ = db::set_state(self.db(), id, "queued", &why);
+            self.publish(id);
+        }
+        for (id, res) in started {
+            let spec = self.jobs().st().queued.remove(&id);
+            if let Some(spec) = spec {
+                self.launch_job(id, spec, res).await;
+            }
+        }
+    }
+
+    async fn launch_job(&self, id: u64, spec: JobSpec, reservation: Reservation) {
+        let row = match db::get(self.db(), id) {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let cfg = self.config();
+        // Least-used CPUs of the requested kind.
+        let mut set = self.job_cpu_set(spec.cpus.kind);
+        let cpus = if spec.cpus.count == 0 {
+            if spec.cpus.kind == CpuKind::Any {
+                Vec::new()
+            } else {
+                set
+            }
+        } else {
+            let st = self.jobs().st();
+            let load = |c: &usize| st.running.values().filter(|r| r.cpus.contains(c)).count();
+            set.sort_by_key(|c| (load(c), *c));
+            let mut v: Vec<usize> = set.into_iter().take(spec.cpus.count as usize).collect();
+            v.sort_unstable();
+            v
+        };
+        let ckpt = PathBuf::from(&row.checkpoint_dir);
+        let run_dir = PathBuf::from(&row.run_dir);
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+        env.insert("LANG".into(), "C.UTF-8".into());
+        if let Ok(h) = std::env::var("HOME") {
+            env.insert("HOME".into(), h);
+        }
+        if !cpus.is_empty() {
+            env.insert("OMP_NUM_THREADS".into(), cpus.len().to_string());
+        }
+        env.extend(spec.env.clone());
+        env.insert("KILN_JOB_ID".into(), id.to_string());
+        env.insert("KILN_JOB_NAME".into(), spec.name.clone());
+        env.insert("KILN_DEVICE".into(), spec.device.as_str().to_uppercase());
+        env.insert(
+            "KILN_CHECKPOINT_DIR".into(),
+            ckpt.to_string_lossy().into_owned(),
+        );
+        env.insert(
+            "KILN_PROGRESS_FILE".into(),
+            run_dir.join("progress").to_string_lossy().into_owned(),
+        );
+        let plan = LaunchPlan {
+            job_id: id,
+            name: spec.name.clone(),
+            argv: spec.argv.clone(),
+            workdir: spec.workdir.clone().unwrap_or_else(|| ckpt.clone()),
+            env,
+            cpus: cpus.clone(),
+            memory_bytes: spec.memory_bytes,
+            cpu_weight: cpu_weight(spec.priority),
+            max_runtime_s: spec.max_runtime_s,
+            grace_ms: cfg.jobs.grace_ms,
+            log_path: PathBuf::from(&row.log_path),
+            checkpoint_dir: ckpt,
+            run_dir,
+            cgroup: true,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        };
+        let _ = db::set_state(self.db(), id, "starting", "starting");
+        let shim = self
+            .jobs()
+            .shim
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(shim) = shim else { return };
+        let result = {
+            let launcher = self.jobs().launcher.read().await;
+            match &*launcher {
+                Some(Launcher::Systemd(conn)) => {
+                    let mut plan = plan.clone();
+                    plan.cgroup = false;
+                    match kiln_jobs::systemd::start_unit(conn, &shim, &plan).await {
+                        Ok(unit) => tokio::task::spawn_blocking(move || {
+                            kiln_jobs::systemd::finish_unit_start(&plan, &unit)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(JobError::spawn(e.to_string()))),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    let plan = plan.clone();
+                    tokio::task::spawn_blocking(move || kiln_jobs::spawn(&shim, &plan))
+                        .await
+                        .unwrap_or_else(|e| Err(JobError::spawn(e.to_string())))
+                }
+            }
+        };
+        match result {
+            Ok(handle) => {
+                let _ = db::set_running(self.db(), id, &handle.record, &handle.started, &now());
+                tracing::info!(job = id, pid = handle.started.pid, cpus = %handle.started.cpus, memory = %handle.started.memory_limit, "job running");
+                self.jobs().st().running.insert(
+                    id,
+                    Running {
+                        handle,
+                        _reservation: Some(reservation),
+                        cpus,
+                        snapshots: Vec::new(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(job = id, error = %e, "job did not start");
+                let _ = db::set_finished(self.db(), id, "failed", &e.message, None, &now());
+                drop(reservation);
+            }
+        }
+        self.publish(id);
+    }
+
+    /// Cancel a queued job (removed) or a running one (SIGTERM, SIGKILL after the grace period).
+    pub async fn cancel_job(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+        let result = match self.authorize(caller, Action::ManageJobs).await {
+            Ok(()) => self.cancel_authorized(id).await,
+            Err(e) => Err(e),
+        };
+        self.audit(caller, "CancelJob", &id.to_string(), &result, "");
+        result
+    }
+
+    async fn cancel_authorized(&self, id: u64) -> Result<JobInfo, EngineError> {
+        let _ops = self.jobs().ops.lock().await;
+        let info = self.get_job(id)?;
+        if info.is_finished() {
+            return Err(EngineError::precondition(format!(
+                "job {id} has already ended ({})",
+                info.state
+            )));
+        }
+        let queued = {
+            let mut st = self.jobs().st();
+            st.queued.remove(&id);
+            st.queue.remove(id)
+        };
+        if queued {
+            db::set_finished(
+                self.db(),
+                id,
+                "cancelled",
+                "cancelled before it started",
+                None,
+                &now(),
+            )?;
+        } else {
+            let mut st = self.jobs().st();
+            let Some(r) = st.running.get_mut(&id) else {
+                return Err(EngineError::precondition(format!(
+                    "job {id} is {}; retry in a moment",
+                    info.state
+                )));
+            };
+            r.handle.cancel().map_err(job_err)?;
+            drop(st);
+            db::set_state(
+                self.db(),
+                id,
+                "running",
+                "cancelling: SIGTERM sent, SIGKILL after the grace period",
+            )?;
+        }
+        self.publish(id);
+        self.get_job(id)
+    }
+
+    /// Snapshot a running job's checkpoint directory now (as if it had set the marker).
+    pub async fn checkpoint_job(
+        &self,
+        caller: &Caller,
+        id: u64,
+        label: &str,
+    ) -> Result<String, EngineError> {
+        let result = match self.authorize(caller, Action::ManageJobs).await {
+            Ok(()) => {
+                if !self.jobs().st().running.contains_key(&id) {
+                    let info = self.get_job(id)?;
+                    Err(EngineError::precondition(format!(
+                        "job {id} is {}; only a running job can be checkpointed",
+                        info.state
+                    )))
+                } else {
+                    self.take_checkpoint(id, label.to_string()).await
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let detail = result.clone().unwrap_or_default();
+        self.audit(caller, "CheckpointJob", &id.to_string(), &result, &detail);
+        result
+    }
+
+    async fn take_checkpoint(&self, id: u64, label: String) -> Result<String, EngineError> {
+        let storage = self.storage()?;
+        let seq = db::checkpoints(self.db(), id)?.len() as u32 + 1;
+        let snap = format!("job-{id}-ckpt-{seq}");
+        let tag = format!("kiln-job-{id}");
+        let s = snap.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), kiln_storage::StorageError> {
+            storage.snapshot(Dataset::Checkpoints, &s, false)?;
+            storage.hold(Dataset::Checkpoints, &s, &tag)
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))?
+        .map_err(|e| EngineError::internal(format!("checkpoint of job {id}: {e}")))?;
+        db::add_checkpoint(self.db(), id, seq, &snap, &label, &now())?;
+        if let Some(r) = self.jobs().st().running.get_mut(&id) {
+            r.snapshots.push(snap.clone());
+        }
+        tracing::info!(job = id, snapshot = %snap, "job checkpoint recorded");
+        self.publish(id);
+        Ok(snap)
+    }
+
+    fn release_holds(&self, id: u64, snaps: Vec<String>) {
+        let Ok(storage) = self.storage() else { return };
+        let tag = format!("kiln-job-{id}");
+        for s in snaps {
+            if let Err(e) = storage.release(Dataset::Checkpoints, &s, &tag) {
+                tracing::warn!(job = id, snapshot = %s, error = %e, "could not release checkpoint hold");
+            }
+        }
+    }
+
+    fn finish_job(&self, id: u64, exit: &ExitRecord, snaps: Vec<String>) {
+        let state = final_state(exit);
+        let _ = db::set_finished(self.db(), id, state, &exit.summary(), Some(exit), &now());
+        self.release_holds(id, snaps);
+        tracing::info!(job = id, state, detail = %exit.summary(), "job ended");
+        self.publish(id);
+    }
+
+    /// Check running jobs once: exits and checkpoint markers.
+    async fn check_running(&self) {
+        let mut ended = Vec::new();
+        let mut ckpts = Vec::new();
+        {
+            let mut st = self.jobs().st();
+            for (id, r) in st.running.iter_mut() {
+                // A marker set just before exit is still honoured.
+                if let Some(label) = r.handle.take_checkpoint_request() {
+                    ckpts.push((*id, label));
+                }
+                if let Some(exit) = r.handle.poll() {
+                    // A marker written between the check above and the exit.
+                    if let Some(label) = r.handle.take_checkpoint_request() {
+                        ckpts.push((*id, label));
+                    }
+                    ended.push((*id, exit));
+                }
+            }
+        }
+        for (id, label) in ckpts {
+            if let Err(e) = self.take_checkpoint(id, label).await {
+                tracing::warn!(job = id, error = %e, "checkpoint failed");
+                let _ = db::set_state(
+                    self.db(),
+                    id,
+                    "running",
+                    &format!("running; last checkpoint failed: {e}"),
+                );
+            }
+        }
+        for (id, exit) in ended {
+            let r = self.jobs().st().running.remove(&id);
+            // Dropping `r` releases the memory reservation exactly once.
+            let snaps = r.map(|r| r.snapshots).unwrap_or_default();
+            self.finish_job(id, &exit, snaps);
+        }
+    }
+
+    /// Start job handling: pick the launcher, re-adopt jobs left by a previous daemon,
+    /// requeue waiting ones and run the scheduler. Call once, inside the runtime.
+    pub async fn start_jobs(&self, shim: ShimCommand) {
+        *self.jobs().shim.lock().unwrap_or_else(|p| p.into_inner()) = Some(shim);
+        let cfg = self.config().jobs;
+        let launcher = match cfg.launcher.as_str() {
+            "fork" => Launcher::Fork,
+            want => {
+                let conn = if kiln_jobs::systemd::booted() {
+                    zbus::Connection::system().await.ok()
+                } else {
+                    None
+                };
+                match conn {
+                    Some(c) => Launcher::Systemd(c),
+                    None if want == "systemd" => {
+                        self.set_component(
+                            "jobs",
+                            crate::ComponentState::Degraded,
+                            "jobs.launcher = \"systemd\" but systemd is not running or the system bus does not answer; using fork",
+                        );
+                        Launcher::Fork
+                    }
+                    None => Launcher::Fork,
+                }
+            }
+        };
+        let how = match &launcher {
+            Launcher::Fork => "supervised child processes (fork)",
+            Launcher::Systemd(_) => "systemd transient units",
+        };
+        *self.jobs().launcher.write().await = Some(launcher);
+        if cfg.launcher != "systemd" || how.starts_with("systemd") {
+            self.set_component("jobs", crate::ComponentState::Ok, how);
+        }
+        self.recover_jobs().await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(me.config().jobs.poll_interval_ms);
+            loop {
+                let ledger = me.budget().clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = me.jobs().kick.notified() => {}
+                    _ = ledger.changed() => {}
+                }
+                me.check_running().await;
+                if !me.jobs().st().queue.is_empty() {
+                    me.admit_jobs().await;
+                }
+            }
+        });
+    }
+
+    async fn recover_jobs(&self) {
+        let rows = match db::unfinished(self.db()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read jobs to recover");
+                return;
+            }
+        };
+        for row in rows {
+            let id = row.id;
+            match row.state.as_str() {
+                "queued" => {
+                    let mut st = self.jobs().st();
+                    st.queue.push(id, row.spec.priority, row.spec.memory_bytes);
+                    st.queued.insert(id, row.spec);
+                    continue;
+                }
+                "starting" if row.record.is_none() => {
+                    // Died between launch and the running row: the shim may have started.
+                    let dir = PathBuf::from(&row.run_dir);
+                    let started: Option<kiln_jobs::StartedInfo> =
+                        kiln_jobs::launch::read_json(&dir.join(kiln_jobs::launch::STARTED_FILE))
+                            .ok()
+                            .flatten();
+                    match started {
+                        Some(s) => {
+                            let rec = kiln_jobs::JobRecord {
+                                job_id: id,
+                                run_dir: dir,
+                                shim_pid: s.shim_pid,
+                                shim_start_ticks: s.shim_start_ticks,
+                                pid: s.pid,
+                                checkpoint_dir: PathBuf::from(&row.checkpoint_dir),
+                                unit: None,
+                            };
+                            let _ = db::set_running(self.db(), id, &rec, &s, &now());
+                            self.readopt_one(id, &row.spec, rec).await;
+                        }
+                        None => {
+                            let _ = db::set_finished(
+                                self.db(),
+                                id,
+                                "failed",
+                                "kilnd stopped while starting this job and it never ran; submit it again",
+                                None,
+                                &now(),
+                            );
+                            self.publish(id);
+                        }
+                    }
+                }
+                _ => match row.record.clone() {
+                    Some(rec) => self.readopt_one(id, &row.spec, rec).await,
+                    None => {
+                        let _ = db::set_finished(
+                            self.db(),
+                            id,
+                            "failed",
+                            "no supervisor record was stored; the job cannot be found",
+                            None,
+                            &now(),
+                        );
+                    }
+                },
+            }
+        }
+    }
+
+    async fn readopt_one(&self, id: u64, spec: &JobSpec, rec: kiln_jobs::JobRecord) {
+        let snaps: Vec<String> = db::checkpoints(self.db(), id)
+            .map(|v| v.into_iter().map(|c| c.snapshot).collect())
+            .unwrap_or_default();
+        let ckpt_dir = rec.checkpoint_dir.clone();
+        let r = tokio::task::spawn_blocking(move || kiln_jobs::readopt(&rec)).await;
+        match r {
+            Ok(Readopt::Running(handle)) => {
+                let reservation = match self
+                    .budget()
+                    .reserve(&format!("job {id} ({})", spec.name), spec.memory_bytes)
+                {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(job = id, error = %e, "re-adopted job runs without a budget reservation");
+                        None
+                    }
+                };
+                tracing::info!(job = id, pid = handle.started.pid, "re-adopted running job");
+                let cpus = kiln_jobs::launch::parse_cpus(&handle.started.cpus);
+                self.jobs().st().running.insert(
+                    id,
+                    Running {
+                        handle: *handle,
+                        _reservation: reservation,
+                        cpus,
+                        snapshots: snaps,
+                    },
+                );
+                let _ = db::set_state(
+                    self.db(),
+                    id,
+                    "running",
+                    "running (re-adopted after a daemon restart)",
+                );
+                self.publish(id);
+            }
+            Ok(Readopt::Finished(exit)) => {
+                // A checkpoint asked for while kilnd was away is still recorded.
+                let mut snaps = snaps;
+                if let Some(label) = kiln_jobs::take_checkpoint_request(&ckpt_dir) {
+                    match self.take_checkpoint(id, label).await {
+                        Ok(s) => snaps.push(s),
+                        Err(e) => tracing::warn!(job = id, error = %e, "checkpoint failed"),
+                    }
+                }
+                self.finish_job(id, &exit, snaps)
+            }
+            Ok(Readopt::Lost(why)) => {
+                let _ = db::set_finished(
+                    self.db(),
+                    id,
+                    "failed",
+                    &why,
+                    Some(&ExitRecord::lost(why.clone())),
+                    &now(),
+                );
+                self.release_holds(id, snaps);
+                self.publish(id);
+            }
+            Err(e) => tracing::error!(job = id, error = %e, "re-adopt task failed"),
+        }
+    }
+
+    /// The job's output: what is there now and, with `follow`, new output until it ends.
+    pub fn job_logs(
+        &self,
+        id: u64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<Result<Vec<u8>, EngineError>>, EngineError> {
+        let info = self.get_job(id)?;
+        let path = PathBuf::from(&info.log_path);
+        let (tx, rx) = mpsc::channel(16);
+        let me = self.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut offset: u64 = 0;
+            loop {
+                let mut sent_any = false;
+                if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                    use tokio::io::AsyncSeekExt;
+                    if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match f.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    offset += n as u64;
+                                    sent_any = true;
+                                    if tx.send(Ok(buf[..n].to_vec())).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if !follow {
+                    return;
+                }
+                let done = me.get_job(id).map(|j| j.is_finished()).unwrap_or(true);
+                if done && !sent_any {
+                    return;
+                }
+                if !done {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_and_config_checks() {
+        assert_eq!(cpu_weight(0), 100);
+        assert_eq!(cpu_weight(100), 1000);
+        assert_eq!(cpu_weight(-100), 10);
+        assert!(JobsConfig::default().validate().is_ok());
+        let bad = JobsConfig {
+            launcher: "docker".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("jobs.launcher"));
+    }
+}

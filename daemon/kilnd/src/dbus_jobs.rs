@@ -1,0 +1,113 @@
+//! D-Bus jobs object: `org.kiln.Kiln1.Jobs` at `/org/kiln/Kiln1/jobs`. SubmitJob takes
+//! the spec as JSON (the `kiln_jobs::JobSpec` fields); results are the engine's JobInfo as
+//! JSON. Errors map to `org.kiln.Kiln1.Error.<Kind>` (e.g. ResourceExhausted). The caller
+//! comes from the bus credentials; the engine authorises. `JobChanged` carries each change.
+
+use crate::dbus::{KilnError, caller_of};
+use kiln_engine::Engine;
+use std::time::Instant;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, interface};
+
+pub const JOBS_PATH: &str = "/org/kiln/Kiln1/jobs";
+
+pub struct JobsObject {
+    engine: Engine,
+}
+
+/// A reply as JSON.
+macro_rules! encode {
+    ($v:expr) => {
+        serde_json::to_string($v)
+            .map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))
+    };
+}
+
+impl JobsObject {
+    fn observe(&self, method: &str, ok: bool, start: Instant) {
+        let code = if ok { "ok" } else { "error" };
+        self.engine
+            .metrics()
+            .observe_call("dbus", method, code, start.elapsed());
+    }
+}
+
+#[interface(name = "org.kiln.Kiln1.Jobs")]
+impl JobsObject {
+    /// Queue a job. `spec_json`: {"argv": [...], "memory_bytes": N, "device": "cpu",
+    /// "cpus": {"kind": "performance", "count": 4}, "priority": 0, ...}. Returns the job as JSON.
+    async fn submit_job(
+        &self,
+        spec_json: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, KilnError> {
+        let start = Instant::now();
+        let spec: kiln_jobs::JobSpec = serde_json::from_str(spec_json).map_err(|e| {
+            KilnError::InvalidArgument(format!(
+                "job spec is not valid JSON for a JobSpec ({e}); e.g. {{\"argv\": [\"python3\", \"train.py\"], \"memory_bytes\": 8589934592}}"
+            ))
+        })?;
+        let caller = caller_of(conn, &hdr).await;
+        let r = self.engine.submit_job(&caller, spec).await;
+        self.observe("Jobs.SubmitJob", r.is_ok(), start);
+        encode!(&r?)
+    }
+
+    /// Cancel a job; returns it as JSON.
+    async fn cancel_job(
+        &self,
+        id: u64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, KilnError> {
+        let start = Instant::now();
+        let caller = caller_of(conn, &hdr).await;
+        let r = self.engine.cancel_job(&caller, id).await;
+        self.observe("Jobs.CancelJob", r.is_ok(), start);
+        encode!(&r?)
+    }
+
+    /// One job as JSON.
+    async fn get_job(&self, id: u64) -> Result<String, KilnError> {
+        encode!(&self.engine.get_job(id)?)
+    }
+
+    /// Every job (newest first) as a JSON array.
+    async fn list_jobs(&self) -> Result<String, KilnError> {
+        let start = Instant::now();
+        let r = self.engine.list_jobs();
+        self.observe("Jobs.ListJobs", r.is_ok(), start);
+        encode!(&r?)
+    }
+
+    /// A job changed (state, checkpoint); the job as JSON.
+    #[zbus(signal)]
+    async fn job_changed(emitter: &SignalEmitter<'_>, id: u64, job_json: &str) -> zbus::Result<()>;
+}
+
+pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
+    let mut events = engine.watch_jobs();
+    conn.object_server()
+        .at(JOBS_PATH, JobsObject { engine })
+        .await
+        .map_err(|e| format!("cannot export {JOBS_PATH}: {e}"))?;
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let Ok(emitter) = SignalEmitter::new(&conn, JOBS_PATH) else {
+            return;
+        };
+        loop {
+            match events.recv().await {
+                Ok(j) => {
+                    let json = serde_json::to_string(&j).unwrap_or_default();
+                    let _ = JobsObject::job_changed(&emitter, j.id, &json).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! gRPC adapter for `kiln.v1.Jobs`: wire specs to `kiln_jobs::JobSpec`, engine job calls,
+//! `JobInfo` back to the wire; logs and watch as server streams. No job logic here.
+
+use crate::grpc::{caller_of, status_of};
+use kiln_api::kiln::v1::jobs_server::Jobs;
+use kiln_api::kiln::v1::{self as pb};
+use kiln_engine::Engine;
+use kiln_engine::jobs::JobInfo;
+use kiln_jobs::{CpuKind, CpuRequest, Device, JobSpec, Placement};
+use std::pin::Pin;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+pub struct JobsApi {
+    pub engine: Engine,
+}
+
+fn cpu_kind(s: &str) -> Result<CpuKind, Status> {
+    if s.is_empty() {
+        return Ok(CpuKind::Any);
+    }
+    CpuRequest::parse(s)
+        .map(|r| r.kind)
+        .map_err(|e| Status::invalid_argument(e.message))
+}
+
+/// A wire spec as a `JobSpec` (validation proper happens in the engine).
+pub fn spec_from_pb(p: pb::JobSpec) -> Result<JobSpec, Status> {
+    let inv = |e: kiln_jobs::JobError| Status::invalid_argument(e.message);
+    Ok(JobSpec {
+        name: p.name,
+        argv: p.argv,
+        workdir: (!p.workdir.is_empty()).then(|| p.workdir.into()),
+        env: p.env.into_iter().collect(),
+        device: if p.device.is_empty() {
+            Device::Cpu
+        } else {
+            Device::parse(&p.device).map_err(inv)?
+        },
+        memory_bytes: p.memory_bytes,
+        cpus: CpuRequest {
+            kind: cpu_kind(&p.cpu_kind)?,
+            count: p.cpu_count,
+        },
+        priority: p.priority,
+        max_runtime_s: p.max_runtime_s,
+        placement: if p.placement.is_empty() {
+            Placement::Local
+        } else {
+            Placement::parse(&p.placement).map_err(inv)?
+        },
+        training: p.training,
+    })
+}
+
+pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        name: s.name.clone(),
+        argv: s.argv.clone(),
+        workdir: s
+            .workdir
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        env: s.env.clone().into_iter().collect(),
+        device: s.device.as_str().into(),
+        memory_bytes: s.memory_bytes,
+        cpu_kind: s.cpus.kind.as_str().into(),
+        cpu_count: s.cpus.count,
+        priority: s.priority,
+        max_runtime_s: s.max_runtime_s,
+        placement: s.placement.as_str().into(),
+        training: s.training,
+    }
+}
+
+pub fn job_to_pb(j: &JobInfo) -> pb::Job {
+    pb::Job {
+        id: j.id,
+        name: j.name.clone(),
+        state: j.state.clone(),
+        detail: j.detail.clone(),
+        spec: Some(spec_to_pb(&j.spec)),
+        submitted_at: j.submitted_at.clone(),
+        started_at: j.started_at.clone().unwrap_or_default(),
+        finished_at: j.finished_at.clone().unwrap_or_default(),
+        pid: j.pid.unwrap_or(0),
+        cpus: j.cpus.clone(),
+        memory_limit: j.memory_limit.clone(),
+        memory_used_bytes: j.memory_used_bytes.map(|b| b as i64).unwrap_or(-1),
+        progress: j.progress.clone(),
+        has_exit_code: j.exit_code.is_some(),
+        exit_code: j.exit_code.unwrap_or(0),
+        signal: j.signal.unwrap_or(0),
+        log_path: j.log_path.clone(),
+        checkpoint_dir: j.checkpoint_dir.clone(),
+        checkpoints: j
+            .checkpoints
+            .iter()
+            .map(|c| pb::Checkpoint {
+                seq: c.seq,
+                snapshot: c.snapshot.clone(),
+                label: c.label.clone(),
+                created_at: c.created_at.clone(),
+            })
+            .collect(),
+        unit: j.unit.clone().unwrap_or_default(),
+        json: serde_json::to_string(j).unwrap_or_default(),
+    }
+}
+
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Jobs for JobsApi {
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller_of(&req);
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no job spec: set SubmitJobRequest.spec"))?;
+        let spec = spec_from_pb(spec)?;
+        let j = self
+            .engine
+            .submit_job(&caller, spec)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(job_to_pb(&j)))
+    }
+
+    async fn get(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let j = self
+            .engine
+            .get_job(req.into_inner().id)
+            .map_err(status_of)?;
+        Ok(Response::new(job_to_pb(&j)))
+    }
+
+    async fn list(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self.engine.list_jobs().map_err(status_of)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(job_to_pb).collect(),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller_of(&req);
+        let j = self
+            .engine
+            .cancel_job(&caller, req.into_inner().id)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(job_to_pb(&j)))
+    }
+
+    async fn checkpoint(
+        &self,
+        req: Request<pb::CheckpointJobRequest>,
+    ) -> Result<Response<pb::CheckpointJobResponse>, Status> {
+        let caller = caller_of(&req);
+        let r = req.into_inner();
+        let snapshot = self
+            .engine
+            .checkpoint_job(&caller, r.id, &r.label)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::CheckpointJobResponse { snapshot }))
+    }
+
+    type LogsStream = Stream<pb::JobLogChunk>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::JobLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        let rx = self.engine.job_logs(r.id, r.follow).map_err(status_of)?;
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|c| c.map(|data| pb::JobLogChunk { data }).map_err(status_of));
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    type WatchStream = Stream<pb::Job>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let only = req.into_inner().id;
+        let rx = self.engine.watch_jobs();
+        let s = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
+            Ok(j) if only == 0 || j.id == only => Some(Ok(job_to_pb(&j))),
+            Ok(_) => None,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Err(Status::data_loss(format!(
+                    "watcher fell behind and missed {n} job events; call List and re-watch"
+                ))))
+            }
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+}
