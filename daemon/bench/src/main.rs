@@ -6,6 +6,7 @@
 mod infer;
 mod jobs;
 mod startup;
+mod vectors;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Vector search: exact batch 1 / batch 16, int8 + rerank with recall@10, and the
+    /// share of this machine's single-thread read bandwidth a batch-1 scan reaches.
+    Vectors(vectors::VectorsArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Startup { json, runs } => {
             startup::run(runs).map(|r| if json { r.json() } else { r.table() })
         }
+        Cmd::Vectors(args) => vectors::run(&args),
     };
     match out {
         Ok(s) => {

@@ -32,6 +32,8 @@ pub struct Config {
     pub openvino: OpenvinoConfig,
     /// Job supervision: launcher, grace period, battery policy.
     pub jobs: crate::jobs::JobsConfig,
+    /// Vector collections: search threads, compaction, the default embedding model.
+    pub vectors: crate::vectors::VectorsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,6 +293,9 @@ impl Config {
         }
         if let Err(e) = self.jobs.validate() {
             errs.push(e);
+        }
+        if let Err(e) = self.vectors.validate() {
+            errs.extend(e);
         }
         if let Err(e) = self.budget.validate() {
             errs.push(format!("table `budget`: {e}"));

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod state;
 pub mod storage;
+pub mod vectors;
 
 pub use auth::{Action, Authority, Caller, GroupAuthority};
 pub use config::{Config, ConfigError, ConfigSources, LoadedConfig, Overrides};

@@ -82,6 +82,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::jobs::JobsCommand,
     },
+    /// Vector collections: create, add, search, stats, list, delete, drop.
+    Vectors {
+        #[command(subcommand)]
+        command: crate::vectors::VectorsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,3 +8,4 @@ pub mod devices;
 pub mod jobs;
 pub mod models;
 pub mod storage;
+pub mod vectors;

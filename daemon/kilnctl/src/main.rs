@@ -49,6 +49,7 @@ fn main() -> ExitCode {
                 models::embed(&cli.socket, texts, model, *json).await
             }
             Command::Jobs { command } => kilnctl::jobs::run(&cli.socket, command).await,
+            Command::Vectors { command } => kilnctl::vectors::run(&cli.socket, command).await,
         }
     });
     match result {

@@ -131,6 +131,8 @@ async fn serve(
     }
     engine.set_component("auth", auth_state, auth_detail);
     engine.start_storage();
+    // Vector collections load from the embeddings dataset before READY.
+    engine.start_vectors().await;
     // Models load before READY (like Triton): clients see them ready once kilnd is.
     engine.start_models().await;
     // Jobs: re-adopt what a previous kilnd left running, then schedule.

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod grpc_inference;
 pub mod grpc_jobs;
 pub mod grpc_storage;
+pub mod grpc_vectors;
 pub mod h2_authority;
 pub mod logging;
 pub mod metrics_http;
