@@ -317,11 +317,12 @@ pub async fn serve(
     let jobs = kiln_api::kiln::v1::jobs_server::JobsServer::new(crate::grpc_jobs::JobsApi {
         engine: engine.clone(),
     });
-    let vectors = kiln_api::kiln::v1::vectors_server::VectorsServer::new(
-        crate::grpc_vectors::VectorsApi { engine: engine.clone() },
-    )
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    let vectors =
+        kiln_api::kiln::v1::vectors_server::VectorsServer::new(crate::grpc_vectors::VectorsApi {
+            engine: engine.clone(),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     // Python/grpc-core clients send the socket path as :authority; normalise it (see h2_authority).
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
         .map(|conn| conn.map(crate::h2_authority::AuthorityFix::new));
