@@ -189,11 +189,11 @@ impl Kilnd {
         };
         let deadline = started + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(msg) = k.recv_notify() {
-                if msg.lines().any(|l| l == "READY=1") {
-                    k.ready_after = started.elapsed();
-                    return Ok(k);
-                }
+            if let Some(msg) = k.recv_notify()
+                && msg.lines().any(|l| l == "READY=1")
+            {
+                k.ready_after = started.elapsed();
+                return Ok(k);
             }
             if let Ok(Some(status)) = k.child.try_wait() {
                 return Err(format!(
@@ -218,10 +218,10 @@ impl Kilnd {
     pub fn wait_notify(&self, line: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(m) = self.recv_notify() {
-                if m.lines().any(|l| l == line || l.starts_with(line)) {
-                    return Some(m);
-                }
+            if let Some(m) = self.recv_notify()
+                && m.lines().any(|l| l == line || l.starts_with(line))
+            {
+                return Some(m);
             }
         }
         None

@@ -158,7 +158,10 @@ fn ncs2_hotplug_reaches_dbus_and_the_watch_stream() {
         .status();
     assert!(st.unwrap().success());
     let conf = t.path().join("kiln.toml");
-    let hal = format!("[hal]\nroot = \"{}\"\nsample_interval_ms = 200\n", tree.display());
+    let hal = format!(
+        "[hal]\nroot = \"{}\"\nsample_interval_ms = 200\n",
+        tree.display()
+    );
     std::fs::write(&conf, test_config(t.path(), &hal)).unwrap();
     let bus = PrivateBus::start();
     let k = Kilnd::start(Start {

@@ -20,6 +20,12 @@ fn dev_config_is_ready_and_reports_running() {
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
     assert!(s["started_at"].as_str().unwrap().ends_with('Z'));
     assert!(s["uptime_s"].is_u64());
+    assert!(s["budget"]["budget_bytes"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(
+        s["budget"]["free_bytes"].as_u64().unwrap()
+            + s["budget"]["reserved_bytes"].as_u64().unwrap(),
+        s["budget"]["budget_bytes"].as_u64().unwrap()
+    );
     let mode = std::fs::metadata(&k.socket)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(mode.unwrap(), 0o660, "socket must be 0660");
@@ -56,13 +62,24 @@ fn sigterm_drains_exits_zero_and_removes_the_socket() {
 fn sighup_reload_changes_a_live_value_and_lists_restart_keys() {
     let t = tempfile::tempdir().unwrap();
     let conf = t.path().join("kiln.toml");
-    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"info\"\n")).unwrap();
+    std::fs::write(
+        &conf,
+        test_config(t.path(), "[daemon]\nlog_level = \"info\"\n"),
+    )
+    .unwrap();
     let k = Kilnd::start(Start {
         config: Some(conf.clone()),
         ..Default::default()
     });
     assert_eq!(k.status_json()["log_level"], "info");
-    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"debug\"\nmax_message_bytes = 1048576\n")).unwrap();
+    std::fs::write(
+        &conf,
+        test_config(
+            t.path(),
+            "[daemon]\nlog_level = \"debug\"\nmax_message_bytes = 1048576\n",
+        ),
+    )
+    .unwrap();
     k.signal(Signal::SIGHUP);
     assert!(
         k.wait_notify("RELOADING=1", Duration::from_secs(5))
@@ -84,7 +101,11 @@ fn sighup_reload_changes_a_live_value_and_lists_restart_keys() {
     );
     assert_eq!(s["state"], "running");
     // A bad file on reload keeps the running configuration.
-    std::fs::write(&conf, test_config(t.path(), "[daemon]\nlog_level = \"shouty\"\n")).unwrap();
+    std::fs::write(
+        &conf,
+        test_config(t.path(), "[daemon]\nlog_level = \"shouty\"\n"),
+    )
+    .unwrap();
     k.signal(Signal::SIGHUP);
     let after = k
         .wait_notify("READY=1", Duration::from_secs(5))
@@ -249,7 +270,10 @@ fn metrics_listener_serves_per_rpc_counters() {
     let msock = t.path().join("metrics.sock");
     std::fs::write(
         &conf,
-        test_config(t.path(), &format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display())),
+        test_config(
+            t.path(),
+            &format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display()),
+        ),
     )
     .unwrap();
     let k = Kilnd::start(Start {

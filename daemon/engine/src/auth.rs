@@ -124,10 +124,10 @@ impl GroupAuthority {
             if caller.gid == Some(g.gid.as_raw()) {
                 return Ok(());
             }
-            if let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) {
-                if user.gid == g.gid || g.mem.iter().any(|m| *m == user.name) {
-                    return Ok(());
-                }
+            if let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into())
+                && (user.gid == g.gid || g.mem.contains(&user.name))
+            {
+                return Ok(());
             }
         }
         Err(EngineError::denied(format!(

@@ -185,11 +185,9 @@ impl Ledger {
     /// clamped to `[min, max]`; `None` when not even `min` fits.
     pub fn batch_size(&self, per_sample_bytes: u64, min: usize, max: usize) -> Option<usize> {
         let free = self.free_bytes();
-        let fit = if per_sample_bytes == 0 {
-            max
-        } else {
-            (free / per_sample_bytes) as usize
-        };
+        let fit = free
+            .checked_div(per_sample_bytes)
+            .map_or(max, |n| n as usize);
         (fit >= min).then(|| fit.min(max))
     }
 }
@@ -275,17 +273,15 @@ mod tests {
 
     #[test]
     fn released_exactly_once_even_when_a_later_step_fails() {
-        let l = Ledger::new(4 * G, 50.0);
-        let attempt = || -> Result<Reservation, EngineError> {
-            let r = l.reserve("load", 3 * G)?;
+        fn load_then_fail(l: &Ledger) -> Result<Reservation, EngineError> {
+            let _held = l.reserve("load", 3 * G)?;
             // A later step of the load fails: the reservation drops here.
-            Err::<Reservation, _>(EngineError::internal("compile failed")).or_else(|e| {
-                let _keep = &r;
-                Err(e)
-            })
-        };
-        assert!(attempt().is_err());
+            Err(EngineError::internal("compile failed"))
+        }
+        let l = Ledger::new(4 * G, 50.0);
+        assert!(load_then_fail(&l).is_err());
         assert_eq!(l.free_bytes(), 4 * G);
+        assert!(l.status().reservations.is_empty());
     }
 
     #[test]

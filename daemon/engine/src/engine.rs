@@ -167,7 +167,12 @@ impl Engine {
         budget.set_pressure(inv.memory.psi.map(|p| p.some.avg10));
         let storage = kiln_storage::open(&cfg.storage)
             .map(Arc::from)
-            .map_err(|e| format!("storage ({:?} backend) unavailable: {e}", cfg.storage.backend));
+            .map_err(|e| {
+                format!(
+                    "storage ({:?} backend) unavailable: {e}",
+                    cfg.storage.backend
+                )
+            });
         let engine = Engine {
             inner: Arc::new(Inner {
                 storage,
@@ -192,8 +197,12 @@ impl Engine {
         match &engine.inner.storage {
             Ok(s) => {
                 let where_ = match s.kind() {
-                    kiln_storage::BackendKind::Dir => format!("dir backend under {}", s.config().root.display()),
-                    kiln_storage::BackendKind::Zfs => format!("zfs backend on pool {}", s.config().pool),
+                    kiln_storage::BackendKind::Dir => {
+                        format!("dir backend under {}", s.config().root.display())
+                    }
+                    kiln_storage::BackendKind::Zfs => {
+                        format!("zfs backend on pool {}", s.config().pool)
+                    }
                 };
                 engine.set_component("storage", ComponentState::Ok, where_);
             }
@@ -290,7 +299,11 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn authorize(&self, caller: &Caller, action: Action) -> Result<(), EngineError> {
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+    ) -> Result<(), EngineError> {
         if caller.transport == Transport::Internal {
             return Ok(());
         }

@@ -20,6 +20,14 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
         "config_files": s.config_files,
         "restart_required": s.restart_required,
         "components": s.components.iter().map(|c| json!({"name": c.name, "state": c.state, "detail": c.detail})).collect::<Vec<_>>(),
+        "budget": s.budget.as_ref().map(|b| json!({
+            "budget_bytes": b.budget_bytes,
+            "reserved_bytes": b.reserved_bytes,
+            "free_bytes": b.free_bytes,
+            "pressure_some_avg10": (b.pressure_some_avg10 >= 0.0).then_some(b.pressure_some_avg10),
+            "max_pressure": b.max_pressure,
+            "reservations": b.reservations.iter().map(|r| json!({"id": r.id, "owner": r.owner, "bytes": r.bytes, "since": r.since})).collect::<Vec<_>>(),
+        })),
     })
 }
 
@@ -52,6 +60,19 @@ pub fn status_table(s: &StatusResponse) -> String {
             "restart for",
             s.restart_required.join(", ")
         ));
+    }
+    if let Some(b) = &s.budget {
+        let gib = |v: u64| format!("{:.2} GiB", v as f64 / (1u64 << 30) as f64);
+        out.push_str(&format!(
+            "{:<12} {} of {} reserved, {} free\n",
+            "budget",
+            gib(b.reserved_bytes),
+            gib(b.budget_bytes),
+            gib(b.free_bytes)
+        ));
+        for r in &b.reservations {
+            out.push_str(&format!("{:<12}   {} {}\n", "", gib(r.bytes), r.owner));
+        }
     }
     out.push_str("\nCOMPONENT    STATE     DETAIL\n");
     for c in &s.components {

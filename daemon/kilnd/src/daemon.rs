@@ -139,10 +139,17 @@ async fn serve(
     match std::env::current_exe() {
         Ok(program) => {
             engine
-                .start_jobs(kiln_jobs::ShimCommand { program, args: vec!["job-shim".into()] })
+                .start_jobs(kiln_jobs::ShimCommand {
+                    program,
+                    args: vec!["job-shim".into()],
+                })
                 .await
         }
-        Err(e) => engine.set_component("jobs", ComponentState::Disabled, format!("cannot find the kilnd executable for job supervisors: {e}")),
+        Err(e) => engine.set_component(
+            "jobs",
+            ComponentState::Disabled,
+            format!("cannot find the kilnd executable for job supervisors: {e}"),
+        ),
     }
     engine.set_component("grpc", ComponentState::Ok, bound.path.display().to_string());
 

@@ -311,9 +311,10 @@ pub async fn serve(
     let devices = DevicesServer::new(DevicesApi {
         engine: engine.clone(),
     });
-    let storage = kiln_api::kiln::v1::storage_server::StorageServer::new(
-        crate::grpc_storage::StorageApi { engine: engine.clone() },
-    );
+    let storage =
+        kiln_api::kiln::v1::storage_server::StorageServer::new(crate::grpc_storage::StorageApi {
+            engine: engine.clone(),
+        });
     let jobs = kiln_api::kiln::v1::jobs_server::JobsServer::new(crate::grpc_jobs::JobsApi {
         engine: engine.clone(),
     });

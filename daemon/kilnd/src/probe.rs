@@ -80,7 +80,7 @@ pub fn table(inv: &kiln_hal::Inventory) -> String {
         gib(m.available_bytes),
         gib(m.budget_bytes)
     ));
-    let power = serde_json::to_value(&inv.power.source)
+    let power = serde_json::to_value(inv.power.source)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();

@@ -104,10 +104,10 @@ fn give_to_group(path: &Path, group: &str) {
 impl BoundSocket {
     /// Remove the file if it is still the one we bound (a successor may own it).
     pub fn remove(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.identity {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == self.identity
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
