@@ -347,30 +347,24 @@ fn encode_command_stats(
         return Ok(());
     }
     let label = |s: &CmdStat| vec![("command".to_string(), s.command.clone())];
-    {
-        let mut m = encoder.encode_descriptor(
+    type Counter = (&'static str, &'static str, fn(&CmdStat) -> u64);
+    let counters: [Counter; 2] = [
+        (
             "kiln_storage_commands",
             "zfs/zpool invocations, by subcommand",
-            None,
-            MetricType::Counter,
-        )?;
-        for s in stats {
-            let l = label(s);
-            m.encode_family(&l)?
-                .encode_counter::<NoLabelSet, _, u64>(&s.calls, None)?;
-        }
-    }
-    {
-        let mut m = encoder.encode_descriptor(
+            |s| s.calls,
+        ),
+        (
             "kiln_storage_command_failures",
             "zfs/zpool invocations that failed, by subcommand",
-            None,
-            MetricType::Counter,
-        )?;
+            |s| s.failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for s in stats {
-            let l = label(s);
-            m.encode_family(&l)?
-                .encode_counter::<NoLabelSet, _, u64>(&s.failures, None)?;
+            m.encode_family(&label(s))?
+                .encode_counter::<NoLabelSet, _, u64>(&value(s), None)?;
         }
     }
     let mut m = encoder.encode_descriptor(
