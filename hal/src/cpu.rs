@@ -203,6 +203,11 @@ impl Cpus {
 
 /// Restricts the calling thread to `cpus` (sched_setaffinity).
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    pin_thread(0, cpus)
+}
+
+/// Restricts thread `tid` of this process (0 = the calling thread) to `cpus`.
+pub fn pin_thread(tid: i32, cpus: &[usize]) -> io::Result<()> {
     if cpus.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -225,8 +230,8 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
         // SAFETY: c < CPU_SETSIZE, checked above.
         unsafe { libc::CPU_SET(c, &mut set) };
     }
-    // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t of the given size.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: set is a valid cpu_set_t of the given size; a bad tid fails with ESRCH.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc == 0 {
         Ok(())
     } else {
@@ -238,6 +243,23 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
             ),
         ))
     }
+}
+
+/// The CPUs the calling thread may run on (sched_getaffinity).
+pub fn current_affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t of the given size.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: c < CPU_SETSIZE.
+    Ok((0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
 }
 
 /// One `processor` block of cpuinfo.

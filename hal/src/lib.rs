@@ -26,7 +26,10 @@ use std::time::Instant;
 
 pub use accel::{Gpu, GpuFreq, Npu, Pci};
 pub use budget::{Budget, BudgetMode, BudgetPolicy};
-pub use cpu::{Cpu, CpuKind, CpuSets, Cpus, HwlocKind, Isa, Source, pin_current_thread};
+pub use cpu::{
+    Cpu, CpuKind, CpuSets, Cpus, HwlocKind, Isa, Source, current_affinity, pin_current_thread,
+    pin_thread,
+};
 pub use device::{Device, DeviceEvent, DeviceKind, Health, Identity, Utilisation, diff};
 pub use memory::{Cgroup, CgroupVersion, Memory, Psi, PsiLine};
 pub use monitor::{DEBOUNCE, Monitor, MonitorHandle, MonitorOptions};

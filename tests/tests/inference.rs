@@ -414,3 +414,141 @@ fn without_openvino_kilnd_runs_and_model_calls_say_what_is_missing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pip install"));
     assert_eq!(k.status_json()["state"], "running");
 }
+
+/// Thread name → `Cpus_allowed_list` for every thread of `pid`.
+fn thread_affinities(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = e.unwrap().path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        out.push((comm.trim().to_string(), allowed));
+    }
+    out
+}
+
+#[test]
+fn daemon_threads_on_efficiency_cpus_inference_and_search_on_performance_cpus() {
+    // The 5450's topology with CPU 1 moved to the E-core list, so that the two CPUs every
+    // test machine has are one performance and one efficiency CPU.
+    let t = tempfile::tempdir().unwrap();
+    let hal = t.path().join("hal");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(repo_root().join("tests/fixtures/latitude-5450"))
+        .arg(&hal)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::write(hal.join("sys/devices/cpu_core/cpus"), "0,2-11\n").unwrap();
+    std::fs::write(hal.join("sys/devices/cpu_atom/cpus"), "1,12-21\n").unwrap();
+    let repo = repository(t.path(), false);
+    let hal_arg = hal.display().to_string();
+    let k = start(t.path(), &repo, "", None, "", &["--hal-root", &hal_arg]);
+
+    let status = k.status_json();
+    let threads = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "threads")
+        .unwrap_or_else(|| panic!("no threads component: {status:#}"));
+    assert_eq!(threads["state"], "ok", "{threads:#}");
+    let detail = threads["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("background on CPUs 1 (efficiency CPUs)")
+            && detail.contains("vector search on CPUs 0 (performance CPUs)"),
+        "{detail}"
+    );
+
+    // An inference runs on a worker; compilation has already run on a compute thread.
+    let row = format!("[[{}]]", vec!["1"; 16].join(","));
+    let (a, b) = (format!("INPUT0={row}"), format!("INPUT1={row}"));
+    let out = ok_json(
+        &k,
+        &["infer", "add_sub", "--json", "--input", &a, "--input", &b],
+    );
+    assert_eq!(out["outputs"][0]["data"][0], 2.0, "{out:#}");
+
+    let threads = thread_affinities(k.child.id());
+    let on = |prefix: &str| -> Vec<&String> {
+        threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, a)| a)
+            .collect()
+    };
+    // The async runtime is "kilnd"; OpenVINO's pools are started by compiling threads, so
+    // they are named "kiln-compute".
+    let (runtime, infer, search, compute) = (
+        on("kilnd"),
+        on("infer-"),
+        on("kiln-vec-"),
+        on("kiln-compute"),
+    );
+    assert!(
+        !runtime.is_empty() && !infer.is_empty() && !search.is_empty(),
+        "{threads:?}"
+    );
+    assert!(runtime.iter().all(|a| *a == "1"), "background: {threads:?}");
+    assert!(infer.iter().all(|a| *a == "0"), "inference: {threads:?}");
+    assert!(
+        search.iter().all(|a| *a == "0"),
+        "vector search: {threads:?}"
+    );
+    assert!(compute.iter().all(|a| *a == "0"), "OpenVINO: {threads:?}");
+    // Nothing the daemon runs may sit on a CPU outside both sets.
+    assert!(
+        threads.iter().all(|(_, a)| a == "0" || a == "1"),
+        "{threads:?}"
+    );
+
+    // Jobs get what they ask for, not the supervisor's background CPUs.
+    for (cpus, want) in [("any", "0-1"), ("e:1", "1"), ("p:1", "0")] {
+        let out = k.kilnctl(&[
+            "jobs",
+            "submit",
+            "--json",
+            "--memory",
+            "64M",
+            "--cpus",
+            cpus,
+            "--",
+            "/bin/sh",
+            "-c",
+            "grep Cpus_allowed_list /proc/self/status",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = job["id"].as_u64().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let shown = loop {
+            let j = ok_json(&k, &["jobs", "show", &id, "--json"]);
+            if j["state"] == "succeeded" || j["state"] == "failed" {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {j:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(shown["state"], "succeeded", "{shown:#}");
+        let log = String::from_utf8_lossy(&k.kilnctl(&["jobs", "logs", &id]).stdout).to_string();
+        assert!(
+            log.contains(&format!("Cpus_allowed_list:\t{want}\n")),
+            "--cpus {cpus}: {log}"
+        );
+    }
+}

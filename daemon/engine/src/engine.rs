@@ -128,6 +128,7 @@ pub(crate) struct Inner {
     live: Box<dyn LiveSettings>,
     metrics: Metrics,
     components: RwLock<BTreeMap<String, Component>>,
+    threads: crate::threads::ThreadPlacement,
 }
 
 /// Cheap to clone; all clones share one engine.
@@ -165,6 +166,10 @@ impl Engine {
             cfg.admission.max_memory_pressure,
         );
         budget.set_pressure(inv.memory.psi.map(|p| p.some.avg10));
+        // Planned before anything is pinned: the mask now is what kilnd was started with.
+        let usable = kiln_hal::current_affinity()
+            .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))?;
+        let threads = crate::threads::ThreadPlacement::plan(&inv.cpus, &usable);
         let storage = kiln_storage::open(&cfg.storage)
             .map(Arc::from)
             .map_err(|e| {
@@ -192,6 +197,7 @@ impl Engine {
                 live,
                 metrics: Metrics::new(),
                 components: RwLock::new(BTreeMap::new()),
+                threads,
             }),
         };
         match &engine.inner.storage {
@@ -217,6 +223,31 @@ impl Engine {
     /// The storage backend, or Unavailable with the reason and the fix.
     pub fn storage(&self) -> Result<Arc<dyn kiln_storage::Storage>, EngineError> {
         self.inner.storage.clone().map_err(EngineError::unavailable)
+    }
+
+    /// Which CPUs background and compute threads run on.
+    pub fn threads(&self) -> &crate::threads::ThreadPlacement {
+        &self.inner.threads
+    }
+
+    /// Put every thread of this process on the background CPUs (compute threads pin
+    /// themselves when they start) and report the placement as component `threads`. For
+    /// the daemon process; call once, right after [`Engine::new`].
+    pub fn place_daemon_threads(&self) {
+        let p = self.threads();
+        match p.pin_process_background() {
+            Ok(n) => {
+                tracing::debug!(threads = n, "pinned to background CPUs");
+                self.set_component("threads", ComponentState::Ok, p.summary());
+            }
+            Err(e) => {
+                let detail = format!(
+                    "threads not pinned ({e}); they run on every CPU kilnd may use. Check the cgroup's cpuset and CPU hotplug"
+                );
+                tracing::warn!("{detail}");
+                self.set_component("threads", ComponentState::Degraded, detail);
+            }
+        }
     }
 
     /// The UMA budget ledger shared by models, jobs and batches.

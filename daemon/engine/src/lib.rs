@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod state;
 pub mod storage;
+pub mod threads;
 pub mod vectors;
 
 pub use auth::{Action, Authority, Caller, GroupAuthority};
@@ -23,6 +24,7 @@ pub use engine::{
     Component, ComponentState, DaemonState, Engine, LiveSettings, ReloadReport, StatusReport,
 };
 pub use error::{EngineError, ErrorKind};
+pub use threads::ThreadPlacement;
 
 /// The daemon's version, shown in status, D-Bus and ServerMetadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -159,53 +159,6 @@ fn parse_quantisation(s: &str) -> Result<Quantisation, EngineError> {
         .map_err(|e| EngineError::invalid(format!("quantisation: {e}")))
 }
 
-/// CPUs for the search pool: the performance set (all CPUs when the HAL reports none),
-/// narrowed to its AVX-512 CPUs when only some report it, and to the CPUs this process may
-/// run on. Returns the CPUs, the default thread count (performance cores) and a note.
-fn choose_cpus(inv: &kiln_hal::Inventory) -> (Vec<usize>, usize, String) {
-    let allowed = kiln_vectors::pool::current_affinity();
-    let sets = inv.cpus.cpu_sets();
-    let mut perf = sets.performance.clone();
-    let mut note = String::from("performance CPUs");
-    if perf.is_empty() {
-        perf = inv.cpus.list.iter().map(|c| c.id).collect();
-        note = "all CPUs (the HAL reports no performance CPUs)".into();
-    }
-    let avx512 = inv.cpus.cpus_with(|i| i.avx512());
-    let perf512: Vec<usize> = perf
-        .iter()
-        .copied()
-        .filter(|c| avx512.contains(c))
-        .collect();
-    if !perf512.is_empty() && perf512.len() < perf.len() {
-        perf = perf512;
-        note = "performance CPUs that report AVX-512".into();
-    }
-    let mut cpus: Vec<usize> = perf
-        .iter()
-        .copied()
-        .filter(|c| allowed.contains(c))
-        .collect();
-    if cpus.is_empty() {
-        cpus = allowed.clone();
-        note = format!(
-            "CPUs this process may use (none of the HAL's {perf:?} is in its affinity mask)"
-        );
-    }
-    // One thread per physical core among them.
-    let mut cores: Vec<(Option<u64>, usize)> = inv
-        .cpus
-        .list
-        .iter()
-        .filter(|c| cpus.contains(&c.id))
-        .map(|c| (c.core_id, if c.core_id.is_some() { 0 } else { c.id }))
-        .collect();
-    cores.sort();
-    cores.dedup();
-    let threads = cores.len().clamp(1, cpus.len().max(1));
-    (cpus, threads, note)
-}
-
 impl Engine {
     fn vectors_hub(&self) -> &VectorsHub {
         &self.inner.vectors
@@ -239,7 +192,12 @@ impl Engine {
         let root = storage
             .dataset_path(kiln_storage::Dataset::Embeddings)
             .join("collections");
-        let (cpus, default_threads, note) = choose_cpus(&self.inventory());
+        let placement = self.threads();
+        let (cpus, default_threads, note) = (
+            placement.compute.clone(),
+            placement.compute_cores,
+            placement.compute_note.clone(),
+        );
         let threads = if cfg.threads == 0 {
             default_threads
         } else {

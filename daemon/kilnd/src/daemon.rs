@@ -125,6 +125,7 @@ async fn serve(
             return Err(e);
         }
     };
+    engine.place_daemon_threads();
     if let Err(e) = engine.start_device_monitor() {
         tracing::warn!("{e}");
         engine.set_component("hal", ComponentState::Degraded, e);

@@ -173,20 +173,6 @@ fn now() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
-/// The CPUs this process may run on (a recorded machine tree may list others).
-fn usable_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity fills a plain cpu_set_t.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect()
-    }
-}
-
 /// cgroup CPU weight from priority: 0 → 100, +100 → 1000, -100 → 10.
 fn cpu_weight(priority: i32) -> u64 {
     let p = priority.clamp(-100, 100) as i64;
@@ -223,7 +209,7 @@ impl Engine {
     /// CPU ids per requested kind, limited to CPUs this process can use.
     fn job_cpu_set(&self, kind: CpuKind) -> Vec<usize> {
         let sets = self.cpu_sets();
-        let usable = usable_cpus();
+        let usable = &self.threads().usable;
         let mut v = match kind {
             CpuKind::Performance => sets.performance,
             CpuKind::Efficiency => sets.efficiency,
@@ -448,12 +434,11 @@ impl Engine {
         let cfg = self.config();
         // Least-used CPUs of the requested kind.
         let mut set = self.job_cpu_set(spec.cpus.kind);
+        // `any` without a count still gets an explicit mask: every CPU kilnd may use, not
+        // the background CPUs its supervising thread runs on.
+        let pinned = !(spec.cpus.kind == CpuKind::Any && spec.cpus.count == 0);
         let cpus = if spec.cpus.count == 0 {
-            if spec.cpus.kind == CpuKind::Any {
-                Vec::new()
-            } else {
-                set
-            }
+            set
         } else {
             let st = self.jobs().st();
             let load = |c: &usize| st.running.values().filter(|r| r.cpus.contains(c)).count();
@@ -473,7 +458,7 @@ impl Engine {
         if let Ok(h) = std::env::var("HOME") {
             env.insert("HOME".into(), h);
         }
-        if !cpus.is_empty() {
+        if pinned && !cpus.is_empty() {
             env.insert("OMP_NUM_THREADS".into(), cpus.len().to_string());
         }
         env.extend(spec.env.clone());

@@ -568,7 +568,8 @@ impl Engine {
         }
         let rt = {
             let e = self.clone();
-            tokio::task::spawn_blocking(move || e.runtime_blocking())
+            // OpenVINO sizes its CPU thread pools from the loading thread's affinity.
+            tokio::task::spawn_blocking(move || e.threads().on_compute(|| e.runtime_blocking()))
                 .await
                 .map_err(join_err)??
         };
@@ -629,10 +630,12 @@ impl Engine {
             };
             let e2 = self.clone();
             let rt2 = rt.clone();
-            let res = tokio::task::spawn_blocking(move || e2.build(&rt2, job))
-                .await
-                .map_err(join_err)
-                .and_then(|r| r);
+            let res = tokio::task::spawn_blocking(move || {
+                e2.threads().on_compute(|| e2.build(&rt2, job))
+            })
+            .await
+            .map_err(join_err)
+            .and_then(|r| r);
             match res {
                 Ok(loaded) => {
                     let info = loaded
@@ -796,6 +799,15 @@ impl Engine {
                         model.reshape(&refs).map_err(|e| e.to_string())?;
                     }
                 }
+                let mut hints = hints.clone();
+                if dev == "CPU" {
+                    // The CPU plugin would otherwise pin its threads (and the worker that
+                    // calls it) by its own reading of the machine; they keep the compute
+                    // CPUs they inherit from the worker and the compiling thread instead.
+                    hints
+                        .properties
+                        .push(("ENABLE_CPU_PINNING".into(), "NO".into()));
+                }
                 rt.compile(&model, dev, &hints).map_err(|e| e.to_string())
             })();
             let compiled = match compiled {
@@ -886,6 +898,7 @@ impl Engine {
                 max_batch,
                 max_queue_delay: Duration::from_micros(settings.max_queue_delay_us),
             },
+            self.threads(),
         )
         .map_err(EngineError::internal)?;
         let info = ModelInfo {

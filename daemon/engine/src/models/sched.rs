@@ -1,5 +1,6 @@
 //! The per-model scheduler: a queue served by a dedicated pool of worker threads (one per
-//! pooled infer request), so OpenVINO's blocking calls never run on the async workers. With
+//! pooled infer request, pinned to the compute CPUs), so OpenVINO's blocking calls never run
+//! on the async workers. With
 //! batching on, a worker gathers compatible queued requests (same input shapes after
 //! dimension 0) up to the max batch, capped by the free UMA budget, waiting at most the max
 //! queue delay, runs them as one inference and splits the outputs. Touches the compiled
@@ -7,6 +8,7 @@
 
 use super::stats::Stats;
 use crate::budget::Ledger;
+use crate::threads::ThreadPlacement;
 use kiln_openvino::{CompiledModel, OvError, Tensor};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +62,7 @@ impl Scheduler {
         stats: Arc<Stats>,
         ledger: Ledger,
         batching: Batching,
+        placement: &ThreadPlacement,
     ) -> Result<Scheduler, String> {
         let n = compiled.pool_size().max(1);
         let shared = Arc::new(Shared {
@@ -77,9 +80,15 @@ impl Scheduler {
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let s = shared.clone();
+            let placement = placement.clone();
             let h = std::thread::Builder::new()
                 .name(format!("infer-{i}"))
-                .spawn(move || worker(&s))
+                .spawn(move || {
+                    if let Err(e) = placement.pin_compute() {
+                        tracing::warn!("inference worker {i} not pinned: {e}");
+                    }
+                    worker(&s)
+                })
                 .map_err(|e| format!("cannot start inference worker {i} for {label}: {e}"))?;
             workers.push(h);
         }
