@@ -26,6 +26,9 @@ struct Meta {
     keep: bool,
     #[serde(default)]
     holds: Vec<String>,
+    /// 1 + the highest of the dataset's snapshots when this one was made.
+    #[serde(default)]
+    seq: u64,
 }
 
 /// Plain-directory storage.
@@ -99,6 +102,7 @@ impl DirBackend {
             dataset: ds,
             name: name.to_string(),
             created,
+            order: meta.as_ref().map(|m| m.seq).unwrap_or(0),
             keep: meta.as_ref().is_some_and(|m| m.keep),
             held: meta.as_ref().is_some_and(|m| !m.holds.is_empty()),
             holds: meta.as_ref().map(|m| m.holds.clone()).unwrap_or_default(),
@@ -283,11 +287,12 @@ impl Storage for DirBackend {
             return Err(exists());
         }
         // Link unchanged files against the newest existing snapshot.
-        let prev = self
-            .list_snapshots(Some(ds))?
-            .into_iter()
+        let existing = self.list_snapshots(Some(ds))?;
+        let seq = existing.iter().map(|s| s.order).max().unwrap_or(0) + 1;
+        let prev = existing
+            .iter()
             .filter(|s| s.managed)
-            .max_by_key(|s| s.created)
+            .max_by_key(|s| s.creation_key())
             .map(|s| self.snap_dir(ds, &s.name));
         let tmp = self.snap_root(ds).join(format!(".tmp-{}", unique_suffix()));
         let res = fsutil::copy_tree(
@@ -310,6 +315,7 @@ impl Storage for DirBackend {
                 created,
                 keep,
                 holds: Vec::new(),
+                seq,
             },
         )?;
         if let Err(e) = fs::rename(&tmp, &dst) {
@@ -338,7 +344,7 @@ impl Storage for DirBackend {
                 out.push(self.info(d, &n)?);
             }
         }
-        out.sort_by(|a, b| (a.dataset, a.created, &a.name).cmp(&(b.dataset, b.created, &b.name)));
+        out.sort_by(|a, b| a.creation_key().cmp(&b.creation_key()));
         Ok(out)
     }
 
@@ -348,9 +354,7 @@ impl Storage for DirBackend {
         let newer: Vec<SnapshotInfo> = self
             .list_snapshots(Some(ds))?
             .into_iter()
-            .filter(|s| {
-                s.created > target.created || (s.created == target.created && s.name > target.name)
-            })
+            .filter(|s| s.creation_key() > target.creation_key())
             .collect();
         if !newer.is_empty() {
             if !destroy_newer {

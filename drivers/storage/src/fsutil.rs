@@ -247,8 +247,35 @@ pub fn remove_tree(p: &Path) -> Result<()> {
         }
         Ok(_) => {}
     }
-    make_writable(p)?;
-    fs::remove_dir_all(p).map_err(|e| StorageError::io("remove", p, e))
+    let first = make_writable(p)
+        .and_then(|_| fs::remove_dir_all(p).map_err(|e| StorageError::io("remove", p, e)));
+    match first {
+        Err(e) if e.is_quota_full() => {
+            // On a full ZFS quota with snapshots present, even an unlink needs space it
+            // does not have; emptying the files first frees their blocks.
+            truncate_files(p);
+            make_writable(p)?;
+            fs::remove_dir_all(p).map_err(|e| StorageError::io("remove", p, e))
+        }
+        r => r,
+    }
+}
+
+/// Truncate every regular file below `p` to zero bytes, best effort.
+fn truncate_files(p: &Path) {
+    let Ok(md) = fs::symlink_metadata(p) else {
+        return;
+    };
+    if md.is_file() {
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(0));
+    } else if md.is_dir() {
+        for e in fs::read_dir(p).into_iter().flatten().flatten() {
+            truncate_files(&e.path());
+        }
+    }
 }
 
 /// Write `bytes` to `path` atomically (temp file, fsync, rename).

@@ -83,6 +83,9 @@ pub struct SnapshotInfo {
     pub name: String,
     /// Unix seconds (kiln's own timestamp when kiln made it, else the ZFS creation time).
     pub created: i64,
+    /// Creation order within the dataset, for snapshots of the same second: ZFS
+    /// `createtxg`; the dir backend's counter (0 for snapshots it did not make).
+    pub order: u64,
     /// Marked keep: never pruned.
     pub keep: bool,
     /// Held (ZFS user hold or dir-backend hold marker): never pruned or destroyed.
@@ -93,6 +96,13 @@ pub struct SnapshotInfo {
     pub managed: bool,
     /// Space only this snapshot holds (ZFS `used`); None for the dir backend.
     pub used_bytes: Option<u64>,
+}
+
+impl SnapshotInfo {
+    /// Sorts snapshots oldest first: dataset, second, creation order, name.
+    pub fn creation_key(&self) -> (Dataset, i64, u64, &str) {
+        (self.dataset, self.created, self.order, &self.name)
+    }
 }
 
 /// One property of one dataset: requested by the profile, in effect now, and why they differ.

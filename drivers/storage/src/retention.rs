@@ -27,18 +27,20 @@ fn bucket(period: &str, t: i64) -> i64 {
     }
 }
 
-/// Decide for every `(name, created)` which grid rules keep it. Output is newest first.
+/// Decide for every `(name, created)`, given oldest first, which grid rules keep it.
+/// Output is newest first.
 pub fn plan(snaps: &[(String, i64)], cfg: &RetentionConfig, now: i64) -> Vec<Decision> {
     let mut out: Vec<Decision> = snaps
         .iter()
+        .rev()
         .map(|(n, t)| Decision {
             name: n.clone(),
             created: *t,
             reasons: Vec::new(),
         })
         .collect();
-    // Newest first; ties broken by name so the result is deterministic.
-    out.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+    // Newest first; snapshots of the same second keep their creation order (stable sort).
+    out.sort_by_key(|d| std::cmp::Reverse(d.created));
     for (i, d) in out.iter_mut().enumerate() {
         if (i as u32) < cfg.keep_last {
             d.reasons.push(format!("last {}", cfg.keep_last));
@@ -124,6 +126,19 @@ mod tests {
         assert!(d29.reasons.iter().any(|r| r.starts_with("last")));
         assert!(d29.reasons.iter().any(|r| r.starts_with("daily")));
         assert!(d29.reasons.iter().any(|r| r.starts_with("weekly")));
+    }
+
+    #[test]
+    fn same_second_snapshots_keep_their_creation_order() {
+        // Made in this order within one second; by name "ckpt-10" would sort first.
+        let s: Vec<_> = ["ckpt-9", "ckpt-10", "ckpt-11"]
+            .iter()
+            .map(|n| (n.to_string(), MON))
+            .collect();
+        let d = plan(&s, &cfg(1, 0, 0, 0), MON + 60);
+        assert_eq!(kept(&d), ["ckpt-11"]);
+        let order: Vec<&str> = d.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(order, ["ckpt-11", "ckpt-10", "ckpt-9"]);
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl ZfsBackend {
     fn snapshot_rows(&self, ds: Dataset) -> Result<Vec<SnapshotInfo>> {
         let name = self.zfs_name(ds);
         let rows = self.cmd.get(
-            &["creation", "userrefs", "used", CREATED, KEEP],
+            &["creation", "createtxg", "userrefs", "used", CREATED, KEEP],
             &[&name],
             true,
         )?;
@@ -153,6 +153,9 @@ impl ZfsBackend {
                 dataset: ds,
                 name: full[prefix.len()..].to_string(),
                 created: kiln_created.unwrap_or(creation),
+                order: get("createtxg")
+                    .and_then(|(v, _)| v.parse().ok())
+                    .unwrap_or(0),
                 keep: get(KEEP).is_some_and(|(v, src)| src == "local" && v == "yes"),
                 held: get("userrefs")
                     .and_then(|(v, _)| v.parse::<u64>().ok())
@@ -163,6 +166,7 @@ impl ZfsBackend {
                 used_bytes: get("used").and_then(|(v, _)| v.parse().ok()),
             });
         }
+        out.sort_by(|a, b| a.creation_key().cmp(&b.creation_key()));
         Ok(out)
     }
 
@@ -525,7 +529,7 @@ impl Storage for ZfsBackend {
         {
             out.extend(self.snapshot_rows(d)?);
         }
-        out.sort_by(|a, b| (a.dataset, a.created, &a.name).cmp(&(b.dataset, b.created, &b.name)));
+        out.sort_by(|a, b| a.creation_key().cmp(&b.creation_key()));
         Ok(out)
     }
 
@@ -538,11 +542,17 @@ impl Storage for ZfsBackend {
             Err(StorageError::CommandFailed { stderr, .. })
                 if stderr.contains("more recent snapshots") =>
             {
-                // zfs lists the snapshots `-r` would destroy, one per line.
+                // zfs lists the snapshots `-r` would destroy, one per line, in no set order.
                 let prefix = format!("{}@", self.zfs_name(ds));
-                let newer: Vec<String> = stderr
+                let listed: Vec<&str> = stderr
                     .lines()
-                    .filter_map(|l| l.trim().strip_prefix(&prefix).map(str::to_string))
+                    .filter_map(|l| l.trim().strip_prefix(&prefix))
+                    .collect();
+                let all = self.snapshot_rows(ds)?;
+                let newer: Vec<String> = all
+                    .iter()
+                    .filter(|s| listed.contains(&s.name.as_str()))
+                    .map(|s| s.name.clone())
                     .collect();
                 if !destroy_newer {
                     return Err(StorageError::NewerSnapshots {
@@ -551,7 +561,6 @@ impl Storage for ZfsBackend {
                         newer,
                     });
                 }
-                let all = self.snapshot_rows(ds)?;
                 for n in &newer {
                     if let Some(s) = all.iter().find(|s| &s.name == n)
                         && let Some(why) = Self::protection(s)

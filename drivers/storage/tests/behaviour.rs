@@ -222,6 +222,36 @@ fn dataset_rollback_and_newer_snapshots(env: Env) {
         .map(|x| x.name)
         .collect();
     assert_eq!(names, ["a"]);
+
+    // Same second, names that sort against their order: creation order still decides.
+    for (n, body) in [("z-first", "1"), ("m-second", "2"), ("a-third", "3")] {
+        write(&c2.join("f"), body.as_bytes());
+        s2.storage
+            .snapshot_at(Dataset::Checkpoints, n, false, MON + 7)
+            .unwrap();
+    }
+    let names: Vec<_> = s2
+        .storage
+        .list_snapshots(Some(Dataset::Checkpoints))
+        .unwrap()
+        .into_iter()
+        .map(|x| x.name)
+        .collect();
+    assert_eq!(names, ["a", "z-first", "m-second", "a-third"]);
+    match s2
+        .storage
+        .rollback(Dataset::Checkpoints, "z-first", false)
+        .unwrap_err()
+    {
+        StorageError::NewerSnapshots { newer, .. } => assert_eq!(newer, ["m-second", "a-third"]),
+        e => panic!("{e}"),
+    }
+    let r = s2
+        .storage
+        .rollback(Dataset::Checkpoints, "m-second", true)
+        .unwrap();
+    assert_eq!(r.destroyed, ["a-third"]);
+    assert_eq!(fs::read(c2.join("f")).unwrap(), b"2");
 }
 
 fn prune_keeps_what_the_grid_says(env: Env) {
