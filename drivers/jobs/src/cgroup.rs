@@ -71,6 +71,39 @@ pub fn create(root: &Path, job_id: u64, memory: u64, cpu_weight: u64) -> Result<
     Err(why.join("; "))
 }
 
+/// The cgroup this process already runs in (a systemd unit's), if it enforces a memory
+/// limit of at most `memory` (rounded up to a page): used to detect the job being killed
+/// by that limit; never destroyed.
+pub fn enclosing(root: &Path, memory: u64) -> Option<JobCgroup> {
+    let paths = own_cgroup_paths();
+    let within = |file: PathBuf| -> Option<u64> {
+        let limit: u64 = fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        (limit <= memory.div_ceil(4096) * 4096).then_some(limit)
+    };
+    if let Some((_, rel)) = paths.iter().find(|(c, _)| c.is_empty()) {
+        for mount in [root.to_path_buf(), root.join("unified")] {
+            let dir = join(&mount, rel);
+            if let Some(limit) = within(dir.join("memory.max")) {
+                return Some(JobCgroup {
+                    dir,
+                    version: 2,
+                    applied: format!("systemd MemoryMax={limit} (cgroup v2)"),
+                });
+            }
+        }
+    }
+    let (_, rel) = paths
+        .iter()
+        .find(|(c, _)| c.split(',').any(|x| x == "memory"))?;
+    let dir = join(&root.join("memory"), rel);
+    let limit = within(dir.join("memory.limit_in_bytes"))?;
+    Some(JobCgroup {
+        dir,
+        version: 1,
+        applied: format!("systemd MemoryMax={limit} (cgroup v1)"),
+    })
+}
+
 fn v2(parent: &Path, name: &str, memory: u64, cpu_weight: u64) -> Result<JobCgroup, String> {
     let controllers =
         fs::read_to_string(parent.join("cgroup.controllers")).map_err(|e| e.to_string())?;

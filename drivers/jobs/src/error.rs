@@ -13,6 +13,9 @@ pub enum JobErrorKind {
     State,
     /// Starting or supervising the process failed (INTERNAL).
     Spawn,
+    /// The service manager refused to start the job's unit: not authorised (the caller
+    /// falls back to supervising the job itself).
+    Denied,
     /// A file or system call failed (INTERNAL).
     Io,
 }
@@ -45,6 +48,12 @@ impl JobError {
     pub fn spawn(m: impl Into<String>) -> JobError {
         JobError {
             kind: JobErrorKind::Spawn,
+            message: m.into(),
+        }
+    }
+    pub fn denied(m: impl Into<String>) -> JobError {
+        JobError {
+            kind: JobErrorKind::Denied,
             message: m.into(),
         }
     }

@@ -129,27 +129,36 @@ fn run(plan: &LaunchPlan) -> ExitRecord {
         now_unix()
     );
 
-    let (cg, cg_note): (Option<JobCgroup>, Option<String>) = if plan.cgroup {
-        match cgroup::create(
-            &plan.cgroup_root,
-            plan.job_id,
-            plan.memory_bytes,
-            plan.cpu_weight,
-        ) {
-            Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e)),
-        }
-    } else {
-        (
-            None,
-            Some("not created here: the job runs in its own systemd unit (MemoryMax)".into()),
-        )
-    };
-    let rlimit_as = cg.is_none() && plan.cgroup;
-    let memory_limit = match &cg {
-        Some(c) => c.applied.clone(),
-        None if rlimit_as => format!("rlimit AS={}", plan.memory_bytes),
-        None => format!("systemd MemoryMax={}", plan.memory_bytes),
+    // `cg` is ours (removed at the end); `unit_cg` is the systemd unit's, only watched.
+    let (cg, unit_cg, cg_note): (Option<JobCgroup>, Option<JobCgroup>, Option<String>) =
+        if plan.cgroup {
+            match cgroup::create(
+                &plan.cgroup_root,
+                plan.job_id,
+                plan.memory_bytes,
+                plan.cpu_weight,
+            ) {
+                Ok(c) => (Some(c), None, None),
+                Err(e) => (None, None, Some(e)),
+            }
+        } else {
+            match cgroup::enclosing(&plan.cgroup_root, plan.memory_bytes) {
+                Some(c) => (None, Some(c), None),
+                None => (
+                    None,
+                    None,
+                    Some(
+                        "the systemd unit's MemoryMax is not enforced here (no memory controller \
+                         in its cgroup)"
+                            .into(),
+                    ),
+                ),
+            }
+        };
+    let rlimit_as = cg.is_none() && unit_cg.is_none();
+    let memory_limit = match (&cg, &unit_cg) {
+        (Some(c), _) | (None, Some(c)) => c.applied.clone(),
+        (None, None) => format!("rlimit AS={}", plan.memory_bytes),
     };
 
     // Everything the child needs between fork and exec, prepared here (no allocation there).
@@ -337,7 +346,10 @@ fn run(plan: &LaunchPlan) -> ExitRecord {
             break;
         }
     }
-    let oom = cg.as_ref().is_some_and(|c| c.oom_killed());
+    let oom = cg
+        .as_ref()
+        .or(unit_cg.as_ref())
+        .is_some_and(|c| c.oom_killed());
     if let Some(c) = &cg {
         c.destroy();
     }

@@ -2,7 +2,10 @@
 //! on the system bus, running the job shim as the unit's main process with MemoryMax,
 //! AllowedCPUs, CPUWeight and RuntimeMaxSec set, so systemd owns the cgroup. Used when
 //! `/run/systemd/system` exists and the bus answers; elsewhere the supervisor forks.
-//! Touches only units named `kiln-job-<id>.service`.
+//! The unit runs as kilnd's own user with NoNewPrivileges. Touches only units named
+//! `kiln-job-<id>.service`. Starting one needs polkit's
+//! `org.freedesktop.systemd1.manage-units`; a refusal comes back as
+//! [`JobErrorKind::Denied`](crate::JobErrorKind::Denied).
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,12 +48,18 @@ pub async fn start_unit(
     argv.extend(shim.args.iter().cloned());
     argv.push(launch.to_string_lossy().into_owned());
     let grace_us = plan.grace_ms * 1000;
+    // SAFETY: geteuid/getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut props: Vec<(&str, Value<'_>)> = vec![
         (
             "Description",
             Value::from(format!("kiln job {} ({})", plan.job_id, plan.name)),
         ),
         ("ExecStart", Value::from(vec![(program, argv, false)])),
+        // The job runs as kilnd's own user, never as the service manager's root.
+        ("User", Value::from(uid.to_string())),
+        ("Group", Value::from(gid.to_string())),
+        ("NoNewPrivileges", Value::from(true)),
         ("MemoryMax", Value::from(plan.memory_bytes)),
         ("MemorySwapMax", Value::from(0u64)),
         ("CPUWeight", Value::from(plan.cpu_weight)),
@@ -77,7 +86,23 @@ pub async fn start_unit(
         &(unit.as_str(), "fail", props, aux),
     )
     .await
-    .map_err(|e| JobError::spawn(format!("systemd refused to start {unit}: {e}")))?;
+    .map_err(|e| {
+        let denied = match &e {
+            zbus::Error::FDO(f) => matches!(
+                **f,
+                zbus::fdo::Error::AccessDenied(_)
+                    | zbus::fdo::Error::InteractiveAuthorizationRequired(_)
+            ),
+            zbus::Error::MethodError(name, _, _) => name.ends_with(".AccessDenied"),
+            _ => false,
+        };
+        let msg = format!("systemd refused to start {unit}: {e}");
+        if denied {
+            JobError::denied(msg)
+        } else {
+            JobError::spawn(msg)
+        }
+    })?;
     Ok(unit)
 }
 

@@ -164,6 +164,7 @@ fn job_err(e: JobError) -> EngineError {
         JobErrorKind::Invalid => ErrorKind::InvalidArgument,
         JobErrorKind::NotFound => ErrorKind::NotFound,
         JobErrorKind::State => ErrorKind::FailedPrecondition,
+        JobErrorKind::Denied => ErrorKind::PermissionDenied,
         JobErrorKind::Spawn | JobErrorKind::Io => ErrorKind::Internal,
     };
     EngineError::new(kind, e.message)
@@ -498,28 +499,33 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let Some(shim) = shim else { return };
-        let result = {
+        let unit_start = {
             let launcher = self.jobs().launcher.read().await;
             match &*launcher {
                 Some(Launcher::Systemd(conn)) => {
                     let mut plan = plan.clone();
                     plan.cgroup = false;
-                    match kiln_jobs::systemd::start_unit(conn, &shim, &plan).await {
-                        Ok(unit) => tokio::task::spawn_blocking(move || {
-                            kiln_jobs::systemd::finish_unit_start(&plan, &unit)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(JobError::spawn(e.to_string()))),
-                        Err(e) => Err(e),
-                    }
+                    Some(
+                        match kiln_jobs::systemd::start_unit(conn, &shim, &plan).await {
+                            Ok(unit) => tokio::task::spawn_blocking(move || {
+                                kiln_jobs::systemd::finish_unit_start(&plan, &unit)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(JobError::spawn(e.to_string()))),
+                            Err(e) => Err(e),
+                        },
+                    )
                 }
-                _ => {
-                    let plan = plan.clone();
-                    tokio::task::spawn_blocking(move || kiln_jobs::spawn(&shim, &plan))
-                        .await
-                        .unwrap_or_else(|e| Err(JobError::spawn(e.to_string())))
-                }
+                _ => None,
             }
+        };
+        let result = match unit_start {
+            Some(Err(e)) if e.kind == JobErrorKind::Denied => {
+                self.systemd_refused(&e).await;
+                self.fork_job(shim, plan).await
+            }
+            Some(r) => r,
+            None => self.fork_job(shim, plan).await,
         };
         match result {
             Ok(handle) => {
@@ -701,6 +707,26 @@ impl Engine {
             let snaps = r.map(|r| r.snapshots).unwrap_or_default();
             self.finish_job(id, &exit, snaps);
         }
+    }
+
+    async fn fork_job(&self, shim: ShimCommand, plan: LaunchPlan) -> Result<JobHandle, JobError> {
+        tokio::task::spawn_blocking(move || kiln_jobs::spawn(&shim, &plan))
+            .await
+            .unwrap_or_else(|e| Err(JobError::spawn(e.to_string())))
+    }
+
+    /// systemd would not let kilnd start transient units: supervise jobs by fork from now
+    /// on (until kilnd restarts) and say why in status.
+    async fn systemd_refused(&self, e: &JobError) {
+        *self.jobs().launcher.write().await = Some(Launcher::Fork);
+        let detail = format!(
+            "supervised child processes (fork): {}. Jobs stop when kilnd stops; to run them as \
+             systemd units allow user kiln org.freedesktop.systemd1.manage-units (docs/jobs.md, \
+             Under systemd) and restart kilnd",
+            e.message
+        );
+        tracing::warn!("{detail}");
+        self.set_component("jobs", crate::ComponentState::Degraded, detail);
     }
 
     /// Start job handling: pick the launcher, re-adopt jobs left by a previous daemon,
