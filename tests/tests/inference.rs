@@ -552,3 +552,43 @@ fn daemon_threads_on_efficiency_cpus_inference_and_search_on_performance_cpus() 
         );
     }
 }
+
+#[test]
+fn per_model_figures_are_in_the_prometheus_metrics() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = repository(t.path(), false);
+    let msock = t.path().join("metrics.sock");
+    let extra = format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display());
+    let k = start(t.path(), &repo, "", None, &extra, &[]);
+    let row = format!("[[{}]]", vec!["2"; 16].join(","));
+    let (a, b) = (format!("INPUT0={row}"), format!("INPUT1={row}"));
+    for _ in 0..3 {
+        ok_json(
+            &k,
+            &["infer", "add_sub", "--json", "--input", &a, "--input", &b],
+        );
+    }
+    let bad = k.kilnctl(&["infer", "add_sub", "--input", "INPUT0=[[1]]"]);
+    assert!(!bad.status.success());
+
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&msock).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let l = r#"{model="add_sub",version="2",device="CPU"}"#;
+    for want in [
+        format!("kiln_model_inferences_total{l} 3\n"),
+        format!("kiln_model_requests_ok_total{l} 3\n"),
+        format!("kiln_model_compute_infer_seconds_total{l} "),
+        r#"kiln_model_request_latency_seconds{model="add_sub",version="2",device="CPU",quantile="0.99"}"#.to_string(),
+    ] {
+        assert!(body.contains(&want), "missing {want:?} in:\n{body}");
+    }
+    // Other loaded models are listed too, with nothing counted yet.
+    assert!(
+        body.contains(r#"kiln_model_inferences_total{model="dtypes",version="1",device="CPU"} 0"#),
+        "{body}"
+    );
+}

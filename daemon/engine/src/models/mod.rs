@@ -6,6 +6,7 @@
 //! repository, the OpenVINO runtime, the budget ledger and the state database.
 
 pub mod placement;
+mod prom;
 pub mod repo;
 pub mod sched;
 pub mod stats;
@@ -297,6 +298,10 @@ impl Engine {
     /// until this returns. Never fails: problems are recorded per model and in component
     /// `inference`.
     pub async fn start_models(&self) {
+        self.metrics()
+            .register_collector(Box::new(prom::ModelsCollector {
+                inner: std::sync::Arc::downgrade(&self.inner),
+            }));
         let cfg = self.config();
         match library_search(&cfg).find() {
             Ok(p) => self.set_component(
