@@ -307,3 +307,70 @@ fn each_bad_spec_is_refused_at_submit_with_its_reason() {
     let v: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 0, "nothing refused was stored");
 }
+
+#[test]
+fn gpu_training_waits_on_battery_and_starts_on_mains() {
+    let t = tempfile::tempdir().unwrap();
+    // The 5450 tree unplugged: every supply offline, the battery discharging.
+    let hal = t.path().join("hal");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(kiln_tests::repo_root().join("tests/fixtures/latitude-5450"))
+        .arg(&hal)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let ps = hal.join("sys/class/power_supply");
+    let set = |rel: &str, v: &str| std::fs::write(ps.join(rel), v).unwrap();
+    set("AC/online", "0\n");
+    set("ucsi-source-psy-USBC000:001/online", "0\n");
+    set("BAT0/status", "Discharging\n");
+    let k = start(
+        t.path(),
+        &format!(
+            "{BUDGET_1G}poll_interval_ms = 100\n[hal]\nroot = \"{}\"\nsample_interval_ms = 100\n",
+            hal.display()
+        ),
+    );
+    let train = submit(
+        &k,
+        &[
+            "--memory",
+            "64M",
+            "--device",
+            "gpu",
+            "--training",
+            "--name",
+            "lora",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo trained on $KILN_DEVICE",
+        ],
+    );
+    let id = train["id"].as_u64().unwrap();
+    let j = show(&k, id);
+    assert_eq!(state(&j), "queued", "{j:#}");
+    assert!(
+        j["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GPU training waits while on battery"),
+        "{j:#}"
+    );
+    // Other work is not held up: a CPU job and GPU inference-style work run.
+    for args in [
+        vec!["--memory", "64M", "--", "/bin/true"],
+        vec!["--memory", "64M", "--device", "gpu", "--", "/bin/true"],
+    ] {
+        let other = submit(&k, &args)["id"].as_u64().unwrap();
+        wait_for(&k, other, "success", |j| state(j) == "succeeded");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&show(&k, id)), "queued", "still on battery");
+
+    set("AC/online", "1\n");
+    set("BAT0/status", "Charging\n");
+    let j = wait_for(&k, id, "its run on mains", |j| state(j) == "succeeded");
+    assert!(logs(&k, id).contains("trained on GPU"), "{j:#}");
+}
