@@ -55,6 +55,19 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// A copy of the recorded machine tree `tests/fixtures/<name>` at `dest` (symlinks kept
+/// relative), for tests that change a file of it.
+pub fn copy_fixture(name: &str, dest: &Path) -> PathBuf {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(repo_root().join("tests/fixtures").join(name))
+        .arg(dest)
+        .status()
+        .expect("run cp");
+    assert!(ok.success(), "cp -a of fixture {name} failed");
+    dest.to_path_buf()
+}
+
 /// A dbus-daemon of our own, configured like the system bus plus our policy.
 pub struct PrivateBus {
     pub address: String,

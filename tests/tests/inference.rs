@@ -442,14 +442,7 @@ fn daemon_threads_on_efficiency_cpus_inference_and_search_on_performance_cpus() 
     // The 5450's topology with CPU 1 moved to the E-core list, so that the two CPUs every
     // test machine has are one performance and one efficiency CPU.
     let t = tempfile::tempdir().unwrap();
-    let hal = t.path().join("hal");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(repo_root().join("tests/fixtures/latitude-5450"))
-        .arg(&hal)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let hal = kiln_tests::copy_fixture("latitude-5450", &t.path().join("hal"));
     std::fs::write(hal.join("sys/devices/cpu_core/cpus"), "0,2-11\n").unwrap();
     std::fs::write(hal.join("sys/devices/cpu_atom/cpus"), "1,12-21\n").unwrap();
     let repo = repository(t.path(), false);

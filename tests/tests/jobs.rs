@@ -312,14 +312,7 @@ fn each_bad_spec_is_refused_at_submit_with_its_reason() {
 fn gpu_training_waits_on_battery_and_starts_on_mains() {
     let t = tempfile::tempdir().unwrap();
     // The 5450 tree unplugged: every supply offline, the battery discharging.
-    let hal = t.path().join("hal");
-    let cp = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(kiln_tests::repo_root().join("tests/fixtures/latitude-5450"))
-        .arg(&hal)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let hal = kiln_tests::copy_fixture("latitude-5450", &t.path().join("hal"));
     let ps = hal.join("sys/class/power_supply");
     let set = |rel: &str, v: &str| std::fs::write(ps.join(rel), v).unwrap();
     set("AC/online", "0\n");

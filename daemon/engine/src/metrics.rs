@@ -171,6 +171,39 @@ impl Metrics {
     }
 }
 
+/// A counter family computed at scrape time: its name, help and the value of one item.
+pub(crate) type CounterOf<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+/// Encode one counter family per entry of `counters`, with a sample per item labelled by
+/// `labels` (for collectors that read figures kept elsewhere).
+pub(crate) fn encode_counters<T, V>(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder,
+    items: &[T],
+    labels: impl Fn(&T) -> Vec<(String, String)>,
+    counters: &[CounterOf<T, V>],
+) -> Result<(), std::fmt::Error>
+where
+    V: prometheus_client::encoding::EncodeCounterValue
+        + prometheus_client::encoding::EncodeExemplarValue,
+{
+    for (name, help, value) in counters {
+        let mut m = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for item in items {
+            m.encode_family(&labels(item))?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, V>(
+                    &value(item),
+                    None,
+                )?;
+        }
+    }
+    Ok(())
+}
+
 fn page_size() -> i64 {
     // SAFETY: sysconf has no preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -7,6 +7,7 @@
 use crate::auth::{Action, Caller};
 use crate::engine::{Engine, Inner};
 use crate::error::{EngineError, ErrorKind};
+use crate::metrics::{CounterOf, encode_counters};
 use kiln_storage::{
     CmdStat, Dataset, ErrorCode, ModelImport, ModelRollback, PruneReport, RollbackReport,
     SnapshotInfo, Storage, StorageError, StorageStatus,
@@ -347,8 +348,7 @@ fn encode_command_stats(
         return Ok(());
     }
     let label = |s: &CmdStat| vec![("command".to_string(), s.command.clone())];
-    type Counter = (&'static str, &'static str, fn(&CmdStat) -> u64);
-    let counters: [Counter; 2] = [
+    let counters: [CounterOf<CmdStat, u64>; 2] = [
         (
             "kiln_storage_commands",
             "zfs/zpool invocations, by subcommand",
@@ -360,13 +360,7 @@ fn encode_command_stats(
             |s| s.failures,
         ),
     ];
-    for (name, help, value) in counters {
-        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for s in stats {
-            m.encode_family(&label(s))?
-                .encode_counter::<NoLabelSet, _, u64>(&value(s), None)?;
-        }
-    }
+    encode_counters(encoder, stats, label, &counters)?;
     let mut m = encoder.encode_descriptor(
         "kiln_storage_command_duration_seconds",
         "zfs/zpool call duration, by subcommand",

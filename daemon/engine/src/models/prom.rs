@@ -6,8 +6,9 @@
 
 use super::stats::{Durations, ModelStats};
 use crate::engine::{Engine, Inner};
+use crate::metrics::{CounterOf, encode_counters};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use std::sync::Weak;
 
@@ -51,8 +52,7 @@ pub(crate) fn encode_model_stats(
             ("device".to_string(), s.device.clone()),
         ]
     };
-    type Count = (&'static str, &'static str, fn(&ModelStats) -> u64);
-    let counts: [Count; 4] = [
+    let counts: [CounterOf<ModelStats, u64>; 4] = [
         (
             "kiln_model_inferences",
             "Samples inferred (a batched request of 4 counts 4)",
@@ -70,15 +70,8 @@ pub(crate) fn encode_model_stats(
             s.fail.count
         }),
     ];
-    for (name, help, value) in counts {
-        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for s in stats {
-            m.encode_family(&labels(s))?
-                .encode_counter::<NoLabelSet, _, u64>(&value(s), None)?;
-        }
-    }
-    type Time = (&'static str, &'static str, fn(&ModelStats) -> f64);
-    let times: [Time; 4] = [
+    encode_counters(encoder, stats, labels, &counts)?;
+    let times: [CounterOf<ModelStats, f64>; 4] = [
         (
             "kiln_model_queue_seconds",
             "Time requests waited in the model's queue",
@@ -100,13 +93,7 @@ pub(crate) fn encode_model_stats(
             |s| secs(&s.compute_output),
         ),
     ];
-    for (name, help, value) in times {
-        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for s in stats {
-            m.encode_family(&labels(s))?
-                .encode_counter::<NoLabelSet, _, f64>(&value(s), None)?;
-        }
-    }
+    encode_counters(encoder, stats, labels, &times)?;
     let mut m = encoder.encode_descriptor(
         "kiln_model_request_latency_seconds",
         "End-to-end request latency over the last requests, by quantile",
