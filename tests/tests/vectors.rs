@@ -578,3 +578,82 @@ fn embed_and_search_text_with_minilm() {
         );
     });
 }
+
+#[test]
+fn dbus_vectors_object_creates_adds_searches_and_refuses_bad_input() {
+    let bus = kiln_tests::PrivateBus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("kiln.toml");
+    std::fs::write(&conf, test_config(dir.path(), "")).unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        state_dir: Some(dir.path().join("state")),
+        socket: Some(dir.path().join("kiln.sock")),
+        bus: Some(bus.address.clone()),
+        ..Default::default()
+    });
+    rt().block_on(async {
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let p = zbus::Proxy::new(
+            &conn,
+            "org.kiln.Kiln1",
+            "/org/kiln/Kiln1/vectors",
+            "org.kiln.Kiln1.Vectors",
+        )
+        .await
+        .unwrap();
+        let info: String = p
+            .call("CreateCollection", &("notes", 4u64, "cosine", ""))
+            .await
+            .unwrap();
+        let info: Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["name"], "notes", "{info:#}");
+        let rows: Vec<f64> = vec![1., 0., 0., 0., 0., 1., 0., 0., 0.7, 0.7, 0., 0.];
+        let n: u64 = p
+            .call("Add", &("notes", vec![10u64, 20, 30], rows))
+            .await
+            .unwrap();
+        assert_eq!(n, 3);
+        let hits: String = p
+            .call("Search", &("notes", vec![1.0f64, 0.1, 0., 0.], 2i64))
+            .await
+            .unwrap();
+        let hits: Value = serde_json::from_str(&hits).unwrap();
+        let ids: Vec<u64> = hits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [10, 30], "{hits:#}");
+        let list: String = p.call("ListCollections", &()).await.unwrap();
+        assert!(list.contains("\"notes\""), "{list}");
+
+        // A row of the wrong length is refused with the reason; nothing changes.
+        let e = p
+            .call::<_, _, u64>("Add", &("notes", vec![40u64], vec![1.0f64, 2.0]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("InvalidArgument") && e.contains('4'), "{e}");
+        let stats: String = p.call("Stats", &("notes",)).await.unwrap();
+        let stats: Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(stats["count"], 3, "{stats:#}");
+        let e = p
+            .call::<_, _, String>("Stats", &("nope",))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NotFound"), "{e}");
+
+        let left: u64 = p.call("Delete", &("notes", vec![20u64])).await.unwrap();
+        assert_eq!(left, 2);
+        let () = p.call("DropCollection", &("notes",)).await.unwrap();
+        let list: String = p.call("ListCollections", &()).await.unwrap();
+        assert_eq!(list, "[]");
+    });
+    drop(k);
+}

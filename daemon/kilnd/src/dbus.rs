@@ -80,12 +80,22 @@ pub struct Manager {
     engine: Engine,
 }
 
+/// Count one D-Bus call in the metrics (`kiln_rpc_calls_total{transport="dbus"}`).
+pub(crate) fn observe(engine: &Engine, method: &str, ok: bool, start: Instant) {
+    let code = if ok { "ok" } else { "error" };
+    engine
+        .metrics()
+        .observe_call("dbus", method, code, start.elapsed());
+}
+
+/// A reply as JSON.
+pub(crate) fn json_reply<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, KilnError> {
+    serde_json::to_string(v).map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))
+}
+
 impl Manager {
     fn observe(&self, method: &str, ok: bool, start: Instant) {
-        let code = if ok { "ok" } else { "error" };
-        self.engine
-            .metrics()
-            .observe_call("dbus", method, code, start.elapsed());
+        observe(&self.engine, method, ok, start)
     }
 }
 
@@ -181,6 +191,7 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
     crate::dbus_devices::serve(conn, engine.clone()).await?;
     crate::dbus_jobs::serve(conn, engine.clone()).await?;
     crate::dbus_storage::serve(conn, engine.clone()).await?;
+    crate::dbus_vectors::serve(conn, engine.clone()).await?;
     let conn = conn.clone();
     let mut states = engine.subscribe_state();
     tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! JSON. Errors map to `org.kiln.Kiln1.Error.<Kind>` (e.g. ResourceExhausted). The caller
 //! comes from the bus credentials; the engine authorises. `JobChanged` carries each change.
 
-use crate::dbus::{KilnError, caller_of};
+use crate::dbus::{KilnError, caller_of, json_reply};
 use kiln_engine::Engine;
 use std::time::Instant;
 use zbus::message::Header;
@@ -16,20 +16,9 @@ pub struct JobsObject {
     engine: Engine,
 }
 
-/// A reply as JSON.
-macro_rules! encode {
-    ($v:expr) => {
-        serde_json::to_string($v)
-            .map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))
-    };
-}
-
 impl JobsObject {
     fn observe(&self, method: &str, ok: bool, start: Instant) {
-        let code = if ok { "ok" } else { "error" };
-        self.engine
-            .metrics()
-            .observe_call("dbus", method, code, start.elapsed());
+        crate::dbus::observe(&self.engine, method, ok, start)
     }
 }
 
@@ -52,7 +41,7 @@ impl JobsObject {
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.submit_job(&caller, spec).await;
         self.observe("Jobs.SubmitJob", r.is_ok(), start);
-        encode!(&r?)
+        json_reply(&r?)
     }
 
     /// Cancel a job; returns it as JSON.
@@ -66,12 +55,12 @@ impl JobsObject {
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.cancel_job(&caller, id).await;
         self.observe("Jobs.CancelJob", r.is_ok(), start);
-        encode!(&r?)
+        json_reply(&r?)
     }
 
     /// One job as JSON.
     async fn get_job(&self, id: u64) -> Result<String, KilnError> {
-        encode!(&self.engine.get_job(id)?)
+        json_reply(&self.engine.get_job(id)?)
     }
 
     /// Every job (newest first) as a JSON array.
@@ -79,7 +68,7 @@ impl JobsObject {
         let start = Instant::now();
         let r = self.engine.list_jobs();
         self.observe("Jobs.ListJobs", r.is_ok(), start);
-        encode!(&r?)
+        json_reply(&r?)
     }
 
     /// A job changed (state, checkpoint); the job as JSON.

@@ -3,7 +3,7 @@
 //! desktop tools and scripts get every field. The caller comes from the bus credentials;
 //! the engine authorises. Model import emits `ImportProgress` signals while copying.
 
-use crate::dbus::{KilnError, caller_of};
+use crate::dbus::{KilnError, caller_of, json_reply};
 use kiln_engine::Engine;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,24 +17,13 @@ pub struct StorageObject {
     engine: Engine,
 }
 
-/// A reply as JSON.
-macro_rules! json {
-    ($v:expr) => {
-        serde_json::to_string($v)
-            .map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))
-    };
-}
-
 fn opt(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
 
 impl StorageObject {
     fn observe(&self, method: &str, ok: bool, start: Instant) {
-        let code = if ok { "ok" } else { "error" };
-        self.engine
-            .metrics()
-            .observe_call("dbus", method, code, start.elapsed());
+        crate::dbus::observe(&self.engine, method, ok, start)
     }
 }
 
@@ -46,7 +35,7 @@ impl StorageObject {
         let start = Instant::now();
         let r = self.engine.storage_status().await;
         self.observe("Storage.Status", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Snapshots of `dataset` ("" for all) as a JSON array, oldest first.
@@ -54,7 +43,7 @@ impl StorageObject {
         let start = Instant::now();
         let r = self.engine.list_snapshots(opt(dataset)).await;
         self.observe("Storage.ListSnapshots", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Snapshot a dataset; returns the snapshot as JSON.
@@ -70,7 +59,7 @@ impl StorageObject {
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.snapshot(&caller, dataset, name, keep).await;
         self.observe("Storage.Snapshot", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Roll a dataset back to a snapshot; returns the report as JSON.
@@ -89,7 +78,7 @@ impl StorageObject {
             .rollback(&caller, dataset, name, destroy_newer)
             .await;
         self.observe("Storage.Rollback", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Apply the retention grid to `dataset` ("" for all); returns the reports as JSON.
@@ -103,7 +92,7 @@ impl StorageObject {
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.prune(&caller, opt(dataset)).await;
         self.observe("Storage.Prune", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Import a file or directory (absolute path) as the next version of model `name`;
@@ -141,7 +130,7 @@ impl StorageObject {
             .await;
         let _ = signals.await;
         self.observe("Storage.ImportModel", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Restore model `name` as it was at `version`; returns the report as JSON.
@@ -156,7 +145,7 @@ impl StorageObject {
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.rollback_model(&caller, name, version).await;
         self.observe("Storage.RollbackModel", r.is_ok(), start);
-        json!(&r?)
+        json_reply(&r?)
     }
 
     /// Bytes copied so far of a running model import.

@@ -8,6 +8,7 @@ pub mod dbus;
 pub mod dbus_devices;
 pub mod dbus_jobs;
 pub mod dbus_storage;
+pub mod dbus_vectors;
 pub mod grpc;
 pub mod grpc_inference;
 pub mod grpc_jobs;
