@@ -76,6 +76,26 @@ pub struct PrivateBus {
 }
 
 impl PrivateBus {
+    /// A client connection to this bus.
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+            .expect("connect to the private bus")
+    }
+
+    /// A proxy for `interface` at `path` of kilnd (org.kiln.Kiln1) on this bus.
+    pub async fn kiln_proxy(&self, path: &str, interface: &str) -> zbus::Proxy<'static> {
+        zbus::Proxy::new(
+            &self.connect().await,
+            "org.kiln.Kiln1",
+            path.to_string(),
+            interface.to_string(),
+        )
+        .await
+        .expect("proxy")
+    }
+
     pub fn start() -> PrivateBus {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("bus.sock");

@@ -184,10 +184,7 @@ fn ncs2_hotplug_reaches_dbus_and_the_watch_stream() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
+        let conn = bus.connect().await;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.kiln.Kiln1.Manager")

@@ -345,10 +345,7 @@ fn dbus_properties_via_busctl_and_zbus_and_audited_reload() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
+        let conn = bus.connect().await;
         let m = ManagerProxy::new(&conn).await.unwrap();
         assert_eq!(m.state().await.unwrap(), "running");
         assert_eq!(m.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
@@ -394,10 +391,7 @@ fn state_change_is_published_as_properties_changed() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
+        let conn = bus.connect().await;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface("org.freedesktop.DBus.Properties")

@@ -639,18 +639,9 @@ fn dbus_storage_object_and_metrics() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
-        let p = zbus::Proxy::new(
-            &conn,
-            "org.kiln.Kiln1",
-            "/org/kiln/Kiln1/storage",
-            "org.kiln.Kiln1.Storage",
-        )
-        .await
-        .unwrap();
+        let p = bus
+            .kiln_proxy("/org/kiln/Kiln1/storage", "org.kiln.Kiln1.Storage")
+            .await;
         let st: String = p.call("Status", &()).await.unwrap();
         let st: Value = serde_json::from_str(&st).unwrap();
         assert_eq!(st["backend"], "zfs");

@@ -593,18 +593,9 @@ fn dbus_vectors_object_creates_adds_searches_and_refuses_bad_input() {
         ..Default::default()
     });
     rt().block_on(async {
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
-        let p = zbus::Proxy::new(
-            &conn,
-            "org.kiln.Kiln1",
-            "/org/kiln/Kiln1/vectors",
-            "org.kiln.Kiln1.Vectors",
-        )
-        .await
-        .unwrap();
+        let p = bus
+            .kiln_proxy("/org/kiln/Kiln1/vectors", "org.kiln.Kiln1.Vectors")
+            .await;
         let info: String = p
             .call("CreateCollection", &("notes", 4u64, "cosine", ""))
             .await

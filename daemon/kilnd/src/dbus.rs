@@ -88,6 +88,11 @@ pub(crate) fn observe(engine: &Engine, method: &str, ok: bool, start: Instant) {
         .observe_call("dbus", method, code, start.elapsed());
 }
 
+/// An optional string argument: D-Bus has no null, "" means none.
+pub(crate) fn opt(s: &str) -> Option<&str> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
 /// A reply as JSON.
 pub(crate) fn json_reply<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, KilnError> {
     serde_json::to_string(v).map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))

@@ -3,7 +3,7 @@
 //! desktop tools and scripts get every field. The caller comes from the bus credentials;
 //! the engine authorises. Model import emits `ImportProgress` signals while copying.
 
-use crate::dbus::{KilnError, caller_of, json_reply};
+use crate::dbus::{KilnError, caller_of, json_reply, opt};
 use kiln_engine::Engine;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,10 +15,6 @@ pub const STORAGE_PATH: &str = "/org/kiln/Kiln1/storage";
 
 pub struct StorageObject {
     engine: Engine,
-}
-
-fn opt(s: &str) -> Option<&str> {
-    if s.is_empty() { None } else { Some(s) }
 }
 
 impl StorageObject {

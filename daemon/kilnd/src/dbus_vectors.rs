@@ -4,7 +4,7 @@
 //! engine against the bus caller (polkit `org.kiln.manage-models`) and audited; errors map
 //! to `org.kiln.Kiln1.Error.<Kind>`. No logic here beyond wire conversion.
 
-use crate::dbus::{KilnError, caller_of, json_reply};
+use crate::dbus::{KilnError, caller_of, json_reply, observe, opt};
 use kiln_engine::Engine;
 use std::time::Instant;
 use zbus::message::Header;
@@ -16,18 +16,8 @@ pub struct VectorsObject {
     engine: Engine,
 }
 
-fn opt(s: &str) -> Option<&str> {
-    if s.is_empty() { None } else { Some(s) }
-}
-
 fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|x| *x as f32).collect()
-}
-
-impl VectorsObject {
-    fn observe(&self, method: &str, ok: bool, start: Instant) {
-        crate::dbus::observe(&self.engine, method, ok, start)
-    }
 }
 
 #[interface(name = "org.kiln.Kiln1.Vectors")]
@@ -58,7 +48,7 @@ impl VectorsObject {
             .engine
             .vectors_create(&caller, name, dim, metric, quantisation)
             .await;
-        self.observe("Vectors.CreateCollection", r.is_ok(), start);
+        observe(&self.engine, "Vectors.CreateCollection", r.is_ok(), start);
         json_reply(&r?)
     }
 
@@ -78,7 +68,7 @@ impl VectorsObject {
             .engine
             .vectors_add(&caller, name, ids, to_f32(&vectors), None)
             .await;
-        self.observe("Vectors.Add", r.is_ok(), start);
+        observe(&self.engine, "Vectors.Add", r.is_ok(), start);
         Ok(r? as u64)
     }
 
@@ -99,7 +89,7 @@ impl VectorsObject {
             .engine
             .embed_and_add(&caller, name, ids, texts, None, opt(model))
             .await;
-        self.observe("Vectors.AddTexts", r.is_ok(), start);
+        observe(&self.engine, "Vectors.AddTexts", r.is_ok(), start);
         Ok(r? as u64)
     }
 
@@ -107,7 +97,7 @@ impl VectorsObject {
     async fn search(&self, name: &str, query: Vec<f64>, k: i64) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.vectors_search(name, to_f32(&query), k).await;
-        self.observe("Vectors.Search", r.is_ok(), start);
+        observe(&self.engine, "Vectors.Search", r.is_ok(), start);
         json_reply(&r?.into_iter().next().unwrap_or_default())
     }
 
@@ -124,7 +114,7 @@ impl VectorsObject {
             .engine
             .search_text(name, vec![text.to_string()], k, opt(model))
             .await;
-        self.observe("Vectors.SearchText", r.is_ok(), start);
+        observe(&self.engine, "Vectors.SearchText", r.is_ok(), start);
         json_reply(&r?.into_iter().next().unwrap_or_default())
     }
 
@@ -139,7 +129,7 @@ impl VectorsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.vectors_delete(&caller, name, ids).await;
-        self.observe("Vectors.Delete", r.is_ok(), start);
+        observe(&self.engine, "Vectors.Delete", r.is_ok(), start);
         Ok(r? as u64)
     }
 
@@ -153,7 +143,7 @@ impl VectorsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.vectors_drop(&caller, name).await;
-        self.observe("Vectors.DropCollection", r.is_ok(), start);
+        observe(&self.engine, "Vectors.DropCollection", r.is_ok(), start);
         Ok(r?)
     }
 }
