@@ -8,121 +8,14 @@
 use kiln_tests::{Kilnd, PrivateBus, Start};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-// ---------- zfs-fuse pools ----------
+// ---------- zfs-fuse pools: the storage driver's own test harness ----------
 
-fn zpool_answers() -> bool {
-    Command::new("zpool")
-        .args(["list", "-H"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Start `zfs-fuse --no-daemon` unless one answers already (it is left running).
-fn ensure_zfs_fuse() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = READY.get_or_init(|| {
-        if zpool_answers() {
-            return Ok(());
-        }
-        Command::new("zfs-fuse")
-            .arg("--no-daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("cannot start zfs-fuse ({e}); apt-get install zfs-fuse (needs root and /dev/fuse)")
-            })?;
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(15) {
-            if zpool_answers() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err("zfs-fuse started but `zpool list` did not answer within 15 s".into())
-    });
-    if let Err(e) = r {
-        panic!("{e}");
-    }
-}
-
-/// A file-backed pool with a unique name, root unmounted (zfs-fuse deadlocks on nested
-/// mounts); destroyed with its directory on drop.
-struct Pool {
-    name: String,
-    /// Holds the vdev file and the mountpoints until the pool is destroyed.
-    _dir: tempfile::TempDir,
-}
-
-impl Pool {
-    fn new() -> Pool {
-        ensure_zfs_fuse();
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "kst{}x{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-tpool-")
-            .tempdir()
-            .unwrap();
-        let vdev = dir.path().join("vdev");
-        std::fs::File::create(&vdev)
-            .unwrap()
-            .set_len(256 << 20)
-            .unwrap();
-        let out = Command::new("zpool")
-            .args(["create", "-o", "cachefile=none", "-O", "canmount=off", "-m"])
-            .arg(dir.path().join("mnt"))
-            .arg(&name)
-            .arg(&vdev)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "zpool create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Pool { name, _dir: dir }
-    }
-
-    fn zfs(&self, args: &[&str]) -> String {
-        let out = Command::new("zfs").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "zfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        for _ in 0..40 {
-            let ok = Command::new("zpool")
-                .args(["destroy", "-f", &self.name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        eprintln!("warning: could not destroy test pool {}", self.name);
-    }
-}
+#[path = "../../drivers/storage/tests/common/mod.rs"]
+mod common;
+use common::{TestPool as Pool, bytes, ensure_zfs_fuse};
 
 // ---------- a kilnd on one backend ----------
 
@@ -252,21 +145,6 @@ impl Env {
             }
         }
     }
-}
-
-/// Deterministic pseudo-random bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn fails(out: &Output, code_words: &str, needle: &str) {
