@@ -12,7 +12,7 @@ use kiln_tests::{Kilnd, Start, repo_root, test_config};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const SEQ: i64 = 128;
 const GOAL_RATIO: f64 = 0.95;
@@ -109,19 +109,11 @@ fn in_process(model_dir: &Path, iters: usize) -> Result<f64, String> {
     Ok(iters as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn channel(socket: &Path) -> Result<Channel, String> {
-    let path = socket.to_path_buf();
-    Endpoint::try_from("http://kilnd.invalid")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
+/// A gRPC channel to kilnd's socket (kilnctl's connector).
+pub(crate) async fn channel(socket: &Path) -> Result<Channel, String> {
+    kilnctl::client::connect(socket)
         .await
-        .map_err(|e| format!("connect to kilnd: {e}"))
+        .map_err(|f| f.message)
 }
 
 fn request(model: &str, inputs: &[(String, Tensor)]) -> ModelInferRequest {

@@ -24,20 +24,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-async fn connect(path: std::path::PathBuf) -> Result<tonic::transport::Channel, String> {
-    tonic::transport::Endpoint::try_from("http://kilnd.invalid")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .map_err(|e| format!("connect to kilnd: {e}"))
-}
-
 pub fn run(runs: usize) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let conf = dir.path().join("kiln.toml");
@@ -55,7 +41,7 @@ pub fn run(runs: usize) -> Result<Report, String> {
     let out_dir = dir.path().join("marks");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut c = JobsClient::new(connect(k.socket.clone()).await?);
+        let mut c = JobsClient::new(crate::infer::channel(&k.socket).await?);
         let mut lat = Vec::new();
         let mut rpc = Vec::new();
         for i in 0..runs + 3 {

@@ -57,8 +57,7 @@ fn code_name(c: tonic::Code) -> String {
 
 /// Open a channel to the socket, failing fast if nobody listens.
 pub async fn connect(socket: &Path) -> Result<Channel, Failure> {
-    let meta = std::fs::metadata(socket).map_err(|e| Failure::unreachable(socket, e))?;
-    let _ = meta;
+    std::fs::metadata(socket).map_err(|e| Failure::unreachable(socket, e))?;
     let path: PathBuf = socket.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let endpoint =
