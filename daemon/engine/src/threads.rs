@@ -36,19 +36,24 @@ impl ThreadPlacement {
             (within(&sets.efficiency), "efficiency CPUs"),
             (
                 within(&sets.low_power),
-                "low-power CPUs (no efficiency CPUs)",
+                "low-power CPUs; there are no efficiency CPUs",
             ),
         ]
         .into_iter()
         .find(|(v, _)| !v.is_empty())
         .map(|(v, n)| (v, n.to_string()))
-        .unwrap_or_else(|| (usable.to_vec(), "every CPU (no efficiency CPUs)".into()));
+        .unwrap_or_else(|| {
+            (
+                usable.to_vec(),
+                "every CPU; there are no efficiency CPUs".into(),
+            )
+        });
 
         let mut perf = sets.performance.clone();
         let mut compute_note = String::from("performance CPUs");
         if perf.is_empty() {
             perf = cpus.list.iter().map(|c| c.id).collect();
-            compute_note = "every CPU (the HAL reports no performance CPUs)".into();
+            compute_note = "every CPU; the HAL reports no performance CPUs".into();
         }
         let avx512 = cpus.cpus_with(|i| i.avx512());
         let perf512: Vec<usize> = perf
@@ -64,7 +69,7 @@ impl ThreadPlacement {
         if compute.is_empty() {
             compute = usable.to_vec();
             compute_note = format!(
-                "every CPU kilnd may use (none of the HAL's {} is in its affinity mask)",
+                "every CPU kilnd may use; none of the HAL's {} is in its affinity mask",
                 format_cpu_list(&perf)
             );
         }
