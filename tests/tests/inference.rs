@@ -100,6 +100,23 @@ fn ok_json(k: &Kilnd, args: &[&str]) -> Value {
     })
 }
 
+/// Whether every CPU runs bf16 natively (AVX512-BF16 or AMX), as the HAL reads it.
+fn cpu_runs_bf16() -> bool {
+    let out = Command::new(kiln_tests::bin("kilnd"))
+        .args(["probe", "--json"])
+        .output()
+        .expect("run kilnd probe");
+    assert!(out.status.success(), "kilnd probe failed");
+    let inv: Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
+    inv["cpus"].as_array().unwrap().iter().all(|c| {
+        c["isa"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+    })
+}
+
 fn model<'a>(list: &'a Value, name: &str, version: u64) -> &'a Value {
     list["models"]
         .as_array()
@@ -113,8 +130,46 @@ fn model<'a>(list: &'a Value, name: &str, version: u64) -> &'a Value {
 fn tritonclient_gets_correct_outputs_metadata_statistics_and_repository_control() {
     let t = tempfile::tempdir().unwrap();
     let repo = repository(t.path(), true);
+    // The same weights, asking for bf16.
+    let bf16 = repo.join("static_matmul_bf16/1");
+    std::fs::create_dir_all(&bf16).unwrap();
+    for f in ["model.xml", "model.bin"] {
+        std::fs::copy(repo.join("static_matmul/1").join(f), bf16.join(f)).unwrap();
+    }
+    std::fs::write(
+        repo.join("static_matmul_bf16/kiln-model.toml"),
+        "[model]\nprecision = \"bf16\"\n",
+    )
+    .unwrap();
     let k = start(t.path(), &repo, "", None, "", &[]);
-    let out = Command::new(venv().join("bin/python"))
+
+    // Precision in effect: f32 for every model that sets none, whatever the CPU; the demo
+    // MiniLM says `auto` and reports what the CPU plugin picked.
+    let list = ok_json(&k, &["models", "list", "--json"]);
+    let loaded: Vec<&Value> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "READY")
+        .collect();
+    let bf16_cpu = cpu_runs_bf16();
+    let mut precisions = Vec::new();
+    for m in &loaded {
+        let (name, p) = (
+            m["name"].as_str().unwrap(),
+            m["precision"].as_str().unwrap(),
+        );
+        match name {
+            "minilm" => assert!(["f32", "bf16", "f16"].contains(&p), "{m}"),
+            "static_matmul_bf16" if bf16_cpu => assert_eq!(p, "bf16", "{m}"),
+            "static_matmul_bf16" => {}
+            _ => assert_eq!(p, "f32", "a model without a precision setting: {m}"),
+        }
+        precisions.push(format!("{name}={p}"));
+    }
+    assert!(loaded.len() >= 6, "{list:#}");
+    let mut script = Command::new(venv().join("bin/python"));
+    script
         .arg(repo_root().join("tests/python/kserve_client.py"))
         .arg("--socket")
         .arg(&k.socket)
@@ -122,9 +177,14 @@ fn tritonclient_gets_correct_outputs_metadata_statistics_and_repository_control(
         .arg(&repo)
         .arg("--max-message-bytes")
         .arg(MAX_MESSAGE.to_string())
-        .arg("--minilm")
-        .output()
-        .expect("run the tritonclient script");
+        .arg("--minilm");
+    for p in &precisions {
+        script.arg("--precision").arg(p);
+    }
+    if bf16_cpu {
+        script.arg("--bf16-cpu");
+    }
+    let out = script.output().expect("run the tritonclient script");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("ALL OK"),
@@ -137,6 +197,13 @@ fn tritonclient_gets_correct_outputs_metadata_statistics_and_repository_control(
         stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
         "{stdout}"
     );
+    let forced = if bf16_cpu {
+        "ok precision = bf16 is served in bf16 and reported so"
+    } else {
+        "skip: precision = bf16 check (this CPU has neither AVX512-BF16 nor AMX)"
+    };
+    assert!(stdout.contains(forced), "{stdout}");
+    eprintln!("{forced}");
 
     // kilnctl embed: tokenised with tokenizer.json here, served by kilnd.
     let e = ok_json(
@@ -570,18 +637,18 @@ fn per_model_figures_are_in_the_prometheus_metrics() {
         .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    let l = r#"{model="add_sub",version="2",device="CPU"}"#;
+    let l = r#"{model="add_sub",version="2",device="CPU",precision="f32"}"#;
     for want in [
         format!("kiln_model_inferences_total{l} 3\n"),
         format!("kiln_model_requests_ok_total{l} 3\n"),
         format!("kiln_model_compute_infer_seconds_total{l} "),
-        r#"kiln_model_request_latency_seconds{model="add_sub",version="2",device="CPU",quantile="0.99"}"#.to_string(),
+        r#"kiln_model_request_latency_seconds{model="add_sub",version="2",device="CPU",precision="f32",quantile="0.99"}"#.to_string(),
     ] {
         assert!(body.contains(&want), "missing {want:?} in:\n{body}");
     }
     // Other loaded models are listed too, with nothing counted yet.
     assert!(
-        body.contains(r#"kiln_model_inferences_total{model="dtypes",version="1",device="CPU"} 0"#),
+        body.contains(r#"kiln_model_inferences_total{model="dtypes",version="1",device="CPU",precision="f32"} 0"#),
         "{body}"
     );
 }

@@ -7,6 +7,8 @@
 use kiln_api::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use kiln_api::inference::model_infer_request::InferInputTensor;
 use kiln_api::inference::{ModelInferRequest, ModelReadyRequest};
+use kiln_api::kiln::v1::ListModelsRequest;
+use kiln_api::kiln::v1::models_client::ModelsClient;
 use kiln_openvino::{CompileHints, LibrarySearch, PerformanceHint, Runtime, Tensor};
 use kiln_tests::{Kilnd, Start, repo_root, test_config};
 use serde_json::json;
@@ -21,6 +23,9 @@ const GOAL_TINY_P99_MS: f64 = 1.0;
 
 pub struct Report {
     minilm_iters: usize,
+    /// Inference precision in effect on each side (the same `auto` setting on both).
+    minilm_precision: String,
+    tiny_precision: String,
     minilm_inprocess_per_s: f64,
     minilm_served_per_s: f64,
     tiny_clients: usize,
@@ -40,6 +45,8 @@ impl Report {
             "minilm_inprocess_per_s": self.minilm_inprocess_per_s,
             "minilm_served_per_s": self.minilm_served_per_s,
             "minilm_ratio": self.ratio(),
+            "minilm_precision": self.minilm_precision,
+            "tiny_precision": self.tiny_precision,
             "tiny_per_s": self.tiny_per_s,
             "tiny_p50_ms": self.tiny_p50_ms,
             "tiny_p99_ms": self.tiny_p99_ms,
@@ -50,13 +57,15 @@ impl Report {
     pub fn table(&self) -> String {
         let mark = |ok: bool| if ok { "meets goal" } else { "below goal" };
         format!(
-            "MiniLM batch 1, seq {SEQ}, {} inferences each:\n  in-process OpenVINO  {:>9.2} /s\n  served by kilnd      {:>9.2} /s\n  ratio                {:>9.3}   (goal >= {GOAL_RATIO}: {})\n\
-             add_sub, {} concurrent clients, {} requests:\n  throughput           {:>9.0} /s  (goal >= {GOAL_TINY_PER_S}: {})\n  p50                  {:>9.3} ms\n  p99                  {:>9.3} ms  (goal < {GOAL_TINY_P99_MS}: {})",
+            "MiniLM batch 1, seq {SEQ}, {} inferences each, at {}:\n  in-process OpenVINO  {:>9.2} /s\n  served by kilnd      {:>9.2} /s\n  ratio                {:>9.3}   (goal >= {GOAL_RATIO}: {})\n\
+             add_sub at {}, {} concurrent clients, {} requests:\n  throughput           {:>9.0} /s  (goal >= {GOAL_TINY_PER_S}: {})\n  p50                  {:>9.3} ms\n  p99                  {:>9.3} ms  (goal < {GOAL_TINY_P99_MS}: {})",
             self.minilm_iters,
+            self.minilm_precision,
             self.minilm_inprocess_per_s,
             self.minilm_served_per_s,
             self.ratio(),
             mark(self.ratio() >= GOAL_RATIO),
+            self.tiny_precision,
             self.tiny_clients,
             self.tiny_requests,
             self.tiny_per_s,
@@ -88,7 +97,9 @@ fn minilm_inputs() -> Result<Vec<(String, Tensor)>, String> {
     ])
 }
 
-fn in_process(model_dir: &Path, iters: usize) -> Result<f64, String> {
+/// In-process inferences/s at the device's own precision (what `precision = "auto"` serves),
+/// and that precision.
+fn in_process(model_dir: &Path, iters: usize) -> Result<(f64, String), String> {
     let rt = Runtime::load(&LibrarySearch::new(None, vec![venv()?])).map_err(|e| e.to_string())?;
     let model = rt.read_model(model_dir).map_err(|e| e.to_string())?;
     let hints = CompileHints {
@@ -106,7 +117,25 @@ fn in_process(model_dir: &Path, iters: usize) -> Result<f64, String> {
     for _ in 0..iters {
         compiled.infer(&inputs).map_err(|e| e.to_string())?;
     }
-    Ok(iters as f64 / start.elapsed().as_secs_f64())
+    Ok((
+        iters as f64 / start.elapsed().as_secs_f64(),
+        compiled.precision().to_string(),
+    ))
+}
+
+/// The precision kilnd serves `model` at (its ready version).
+async fn served_precision(socket: &Path, model: &str) -> Result<String, String> {
+    let mut c = ModelsClient::new(channel(socket).await?);
+    let list = c
+        .list(ListModelsRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    list.models
+        .into_iter()
+        .find(|m| m.name == model && m.state == "READY")
+        .map(|m| m.precision)
+        .ok_or_else(|| format!("kilnd lists no ready {model}"))
 }
 
 /// A gRPC channel to kilnd's socket (kilnctl's connector).
@@ -230,7 +259,7 @@ pub fn run(iters: usize, clients: usize, seconds: u64) -> Result<Report, String>
     std::os::unix::fs::symlink(&minilm, repo.join("minilm/1")).map_err(|e| e.to_string())?;
     std::fs::write(
         repo.join("minilm/kiln-model.toml"),
-        "[model]\nperformance = \"latency\"\n",
+        "[model]\nperformance = \"latency\"\nprecision = \"auto\"\n",
     )
     .map_err(|e| e.to_string())?;
     let conf = dir.path().join("kiln.toml");
@@ -244,14 +273,14 @@ pub fn run(iters: usize, clients: usize, seconds: u64) -> Result<Report, String>
         config: Some(conf),
         ..Default::default()
     })?;
-    let inprocess = in_process(&minilm, iters)?;
+    let (inprocess, inprocess_precision) = in_process(&minilm, iters)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let socket = kilnd.socket.clone();
-    let (served, (n, per_s, lat)) = rt.block_on(async {
+    let (served, (n, per_s, lat), minilm_precision, tiny_precision) = rt.block_on(async {
         let mut c = GrpcInferenceServiceClient::new(channel(&socket).await?);
         for m in ["minilm", "add_sub"] {
             let ready = c
@@ -272,10 +301,20 @@ pub fn run(iters: usize, clients: usize, seconds: u64) -> Result<Report, String>
         }
         let served = served_minilm(&socket, iters).await?;
         let t = tiny(&socket, clients, Duration::from_secs(seconds)).await?;
-        Ok::<_, String>((served, t))
+        let mp = served_precision(&socket, "minilm").await?;
+        let tp = served_precision(&socket, "add_sub").await?;
+        Ok::<_, String>((served, t, mp, tp))
     })?;
+    if minilm_precision != inprocess_precision {
+        return Err(format!(
+            "MiniLM ran at {inprocess_precision} in-process but kilnd served it at \
+             {minilm_precision}: the ratio would compare different work"
+        ));
+    }
     Ok(Report {
         minilm_iters: iters,
+        minilm_precision,
+        tiny_precision,
         minilm_inprocess_per_s: inprocess,
         minilm_served_per_s: served,
         tiny_clients: clients,

@@ -49,6 +49,9 @@ pub struct ModelsConfig {
     pub version_policy: String,
     /// Load every valid model of the repository at start (kiln-model.toml may opt out).
     pub load_at_start: bool,
+    /// Inference precision of models whose kiln-model.toml sets none: `f32` (exact, the
+    /// default), `bf16`, `f16` or `auto` (what the device prefers).
+    pub precision: crate::models::PrecisionSetting,
 }
 
 impl Default for ModelsConfig {
@@ -59,6 +62,7 @@ impl Default for ModelsConfig {
             poll_interval_ms: 5000,
             version_policy: "latest:1".into(),
             load_at_start: true,
+            precision: Default::default(),
         }
     }
 }

@@ -83,8 +83,8 @@ pub async fn list(socket: &Path, as_json: bool) -> Result<String, Failure> {
         return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     let mut out = format!(
-        "{:<16} {:>3} {:<11} {:<6} {:>9} {:>10}  {}\n",
-        "MODEL", "VER", "STATE", "DEVICE", "RESERVED", "CALIB/S", "NOTE"
+        "{:<16} {:>3} {:<11} {:<6} {:<5} {:>9} {:>10}  {}\n",
+        "MODEL", "VER", "STATE", "DEVICE", "PREC", "RESERVED", "CALIB/S", "NOTE"
     );
     for m in &models {
         let note = if m.fallback_reason.is_empty() {
@@ -93,11 +93,16 @@ pub async fn list(socket: &Path, as_json: bool) -> Result<String, Failure> {
             m.fallback_reason.clone()
         };
         out.push_str(&format!(
-            "{:<16} {:>3} {:<11} {:<6} {:>9} {:>10}  {}\n",
+            "{:<16} {:>3} {:<11} {:<6} {:<5} {:>9} {:>10}  {}\n",
             m.name,
             m.version,
             m.state,
             if m.device.is_empty() { "-" } else { &m.device },
+            if m.precision.is_empty() {
+                "-"
+            } else {
+                &m.precision
+            },
             if m.reservation_bytes == 0 {
                 "-".into()
             } else {

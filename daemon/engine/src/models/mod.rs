@@ -12,7 +12,7 @@ pub mod sched;
 pub mod stats;
 pub mod validate;
 
-pub use repo::{ModelSettings, VersionPolicy};
+pub use repo::{ModelSettings, PrecisionSetting, VersionPolicy};
 pub use stats::{BatchStat, Durations, ModelStats};
 pub use validate::{InferInput, InferRequest, InferResponse};
 
@@ -617,7 +617,10 @@ impl Engine {
             }
             self.models().set(name, v, ModelState::Loading, "", None);
             let settings = match repo::settings(&found.dir, Some(v)) {
-                Ok(s) => s,
+                Ok(mut s) => {
+                    s.precision.get_or_insert(self.config().models.precision);
+                    s
+                }
                 Err(e) => {
                     self.models()
                         .set(name, v, ModelState::Unavailable, &e, None);
@@ -764,7 +767,7 @@ impl Engine {
             } else {
                 PerformanceHint::Latency
             },
-            precision: settings.precision,
+            precision: settings.precision.unwrap_or_default().hint(),
             pool_size: settings.instances,
             ..Default::default()
         };
@@ -893,7 +896,7 @@ impl Engine {
                 max_batch = 1;
             }
         }
-        let stats = Arc::new(Stats::new(&name, version, &dev));
+        let stats = Arc::new(Stats::new(&name, version, &dev, compiled.precision()));
         let sched = Scheduler::start(
             &owner,
             compiled.clone(),

@@ -50,6 +50,7 @@ pub(crate) fn encode_model_stats(
             ("model".to_string(), s.name.clone()),
             ("version".to_string(), s.version.to_string()),
             ("device".to_string(), s.device.clone()),
+            ("precision".to_string(), s.precision.clone()),
         ]
     };
     let counts: [CounterOf<ModelStats, u64>; 4] = [
@@ -129,6 +130,7 @@ mod tests {
             name: "add_sub".into(),
             version: 2,
             device: "CPU".into(),
+            precision: "f32".into(),
             inference_count: 12,
             execution_count: 3,
             success: Durations { count: 5, ns: 0 },
@@ -143,14 +145,14 @@ mod tests {
         let m = crate::metrics::Metrics::new();
         m.register_collector(Box::new(Fixed(vec![s])));
         let text = m.render();
-        let l = r#"{model="add_sub",version="2",device="CPU"}"#;
+        let l = r#"{model="add_sub",version="2",device="CPU",precision="f32"}"#;
         for want in [
             format!("kiln_model_inferences_total{l} 12"),
             format!("kiln_model_executions_total{l} 3"),
             format!("kiln_model_requests_ok_total{l} 5"),
             format!("kiln_model_requests_failed_total{l} 1"),
             format!("kiln_model_compute_infer_seconds_total{l} 1.5"),
-            r#"kiln_model_request_latency_seconds{model="add_sub",version="2",device="CPU",quantile="0.99"} 0.0025"#.to_string(),
+            r#"kiln_model_request_latency_seconds{model="add_sub",version="2",device="CPU",precision="f32",quantile="0.99"} 0.0025"#.to_string(),
         ] {
             assert!(text.contains(&want), "missing {want} in:\n{text}");
         }

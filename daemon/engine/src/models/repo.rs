@@ -3,7 +3,7 @@
 //! in `<name>/`, overridden key by key in `<name>/<version>/`). Also the version policy.
 //! Reads the repository directory only.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -91,7 +91,7 @@ pub struct ModelToml {
     pub max_sequence_length: Option<i64>,
     /// Preferred devices in order (`NPU`, `GPU`, `CPU`, `AUTO`), or one name.
     pub device: Option<DeviceList>,
-    /// `f32`, `f16` or `bf16`.
+    /// `f32`, `bf16`, `f16` or `auto`; unset: `[models] precision` of kiln.toml.
     pub precision: Option<String>,
     /// `latency` or `throughput` (default throughput: a pool of requests).
     pub performance: Option<String>,
@@ -121,6 +121,41 @@ impl DeviceList {
     }
 }
 
+/// The inference precision a model is served at. Exact f32 unless the model's configuration
+/// asks for less: CPUs with AVX512-BF16 or AMX (and GPUs) would otherwise pick a lower one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionSetting {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+    /// Whatever the device prefers; the precision it picked is the one reported.
+    Auto,
+}
+
+impl PrecisionSetting {
+    pub fn parse(s: &str) -> Result<PrecisionSetting, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(PrecisionSetting::F32),
+            "bf16" => Ok(PrecisionSetting::Bf16),
+            "f16" => Ok(PrecisionSetting::F16),
+            "auto" => Ok(PrecisionSetting::Auto),
+            _ => Err(format!("bad value {s:?}; expected f32, bf16, f16 or auto")),
+        }
+    }
+
+    /// The runtime hint: none for `auto` (the device default).
+    pub fn hint(self) -> Option<kiln_openvino::Precision> {
+        match self {
+            PrecisionSetting::F32 => Some(kiln_openvino::Precision::F32),
+            PrecisionSetting::Bf16 => Some(kiln_openvino::Precision::Bf16),
+            PrecisionSetting::F16 => Some(kiln_openvino::Precision::F16),
+            PrecisionSetting::Auto => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileToml {
@@ -136,7 +171,8 @@ pub struct ModelSettings {
     pub kind: String,
     pub max_sequence_length: Option<i64>,
     pub devices: Vec<String>,
-    pub precision: Option<kiln_openvino::Precision>,
+    /// What the model's files ask for; `None`: the `[models] precision` default applies.
+    pub precision: Option<PrecisionSetting>,
     pub throughput: bool,
     pub static_shape: BTreeMap<String, Vec<i64>>,
     pub instances: Option<usize>,
@@ -217,17 +253,7 @@ fn apply(s: &mut ModelSettings, f: FileToml, path: &Path) -> Result<(), String> 
         s.devices = v.iter().map(|d| d.trim().to_ascii_uppercase()).collect();
     }
     if let Some(p) = m.precision {
-        s.precision = Some(match p.to_ascii_lowercase().as_str() {
-            "f32" => kiln_openvino::Precision::F32,
-            "f16" => kiln_openvino::Precision::F16,
-            "bf16" => kiln_openvino::Precision::Bf16,
-            _ => {
-                return Err(err(
-                    "model.precision",
-                    format!("bad value {p:?}; expected f32, f16 or bf16"),
-                ));
-            }
-        });
+        s.precision = Some(PrecisionSetting::parse(&p).map_err(|e| err("model.precision", e))?);
     }
     if let Some(p) = m.performance {
         s.throughput = match p.as_str() {
@@ -497,7 +523,7 @@ mod tests {
         );
         let s = settings(&m, Some(2)).unwrap();
         assert_eq!(s.devices, ["NPU", "CPU"]);
-        assert_eq!(s.precision, Some(kiln_openvino::Precision::F32));
+        assert_eq!(s.precision, Some(PrecisionSetting::F32));
         assert_eq!((s.max_batch, s.max_queue_delay_us), (8, 200));
         assert_eq!(s.kind, "embedding");
         assert_eq!(s.static_shape["input_ids"], vec![1, 128]);
@@ -514,7 +540,7 @@ mod tests {
         assert!(
             settings(&m, Some(4))
                 .unwrap_err()
-                .contains("f32, f16 or bf16")
+                .contains("f32, bf16, f16 or auto")
         );
     }
 

@@ -39,6 +39,8 @@ pub struct ModelStats {
     pub name: String,
     pub version: u64,
     pub device: String,
+    /// The inference precision in effect (`f32`, `bf16`, `f16`).
+    pub precision: String,
     /// Milliseconds since the epoch of the last inference, 0 if none.
     pub last_inference_ms: u64,
     /// Samples inferred (a batched request of 4 counts 4).
@@ -72,11 +74,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(name: &str, version: u64, device: &str) -> Stats {
+    pub fn new(name: &str, version: u64, device: &str, precision: &str) -> Stats {
         let s = ModelStats {
             name: name.into(),
             version,
             device: device.into(),
+            precision: precision.into(),
             ..Default::default()
         };
         Stats {
@@ -165,7 +168,7 @@ mod tests {
 
     #[test]
     fn counts_failures_batches_and_percentiles() {
-        let st = Stats::new("m", 1, "CPU");
+        let st = Stats::new("m", 1, "CPU", "f32");
         let us = Duration::from_micros;
         for i in 1..=100u64 {
             st.request(true, 2, us(1), (us(1), us(i), us(1)), us(i));
