@@ -664,6 +664,22 @@ mod tests {
     }
 
     #[test]
+    fn model_precision_defaults_to_f32_and_names_the_choices() {
+        use crate::models::PrecisionSetting;
+        assert_eq!(Config::default().models.precision, PrecisionSetting::F32);
+        let t = tempfile::tempdir().unwrap();
+        let main = write(t.path(), "kiln.toml", "[models]\nprecision = \"auto\"\n");
+        let l = load(&ConfigSources::new(Some(main), Overrides::default())).unwrap();
+        assert_eq!(l.config.models.precision, PrecisionSetting::Auto);
+        let main = write(t.path(), "kiln.toml", "[models]\nprecision = \"f8\"\n");
+        let s = load(&ConfigSources::new(Some(main), Overrides::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("precision") && s.contains("f8"), "{s}");
+        assert!(s.contains("bf16") && s.contains("auto"), "{s}");
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_main_file() {
         let t = tempfile::tempdir().unwrap();
         let main = write(
