@@ -2,8 +2,8 @@
 //! backend (the same behaviour test runs on both): status with requested/effective
 //! properties and fallback reasons, model import → snapshot, rollback restoring exact
 //! bytes, pruning by the retention grid, bad input, a missing pool, D-Bus and metrics.
-//! Needs root and /dev/fuse (zfs-fuse from Debian); the harness starts `zfs-fuse
-//! --no-daemon` when none answers and destroys every pool it creates, also on panic.
+//! Needs root and /dev/fuse (zfs-fuse from Debian); kiln-testkit gives each zfs test a daemon
+//! of its own, one at a time, under a deadline, and destroys every pool it creates.
 
 use kiln_tests::{Kilnd, PrivateBus, Start};
 use serde_json::Value;
@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-// ---------- zfs-fuse pools: the storage driver's own test harness ----------
-
-#[path = "../../drivers/storage/tests/common/mod.rs"]
-mod common;
-use common::{TestPool as Pool, bytes, ensure_zfs_fuse};
+use kiln_testkit::bytes;
+use kiln_testkit::zfs::{TestPool as Pool, ZfsFuse};
 
 // ---------- a kilnd on one backend ----------
 
@@ -464,7 +461,7 @@ fn zfs_status_lists_requested_effective_and_fallback_reasons() {
 
 #[test]
 fn missing_pool_leaves_kilnd_running_with_storage_degraded() {
-    ensure_zfs_fuse();
+    let _zfs = ZfsFuse::start();
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = conf_dir.path().join("kiln.toml");
     let pool = format!("kiln-missing-{}", std::process::id());

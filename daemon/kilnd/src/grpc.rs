@@ -324,9 +324,9 @@ pub async fn serve(
         })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    // Python/grpc-core clients send the socket path as :authority; normalise it (see h2_authority).
+    // Python/grpc-core clients send the socket path as :authority; normalise it (see kiln-h2-authority).
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-        .map(|conn| conn.map(crate::h2_authority::AuthorityFix::new));
+        .map(|conn| conn.map(kiln_h2_authority::AuthorityFix::new));
     tonic::transport::Server::builder()
         .layer(CallLayer { engine })
         .add_service(inference)

@@ -14,7 +14,6 @@ pub mod grpc_inference;
 pub mod grpc_jobs;
 pub mod grpc_storage;
 pub mod grpc_vectors;
-pub mod h2_authority;
 pub mod logging;
 pub mod metrics_http;
 pub mod notify;

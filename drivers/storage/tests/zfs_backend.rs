@@ -162,7 +162,7 @@ fn drift_is_corrected_and_reported_and_foreign_things_survive() {
 
 #[test]
 fn pool_missing_is_a_clear_typed_error() {
-    common::ensure_zfs_fuse();
+    let _zfs = common::ZfsFuse::start();
     let cfg = StorageConfig {
         backend: BackendKind::Zfs,
         pool: format!("nopool{}", std::process::id()),

@@ -1,11 +1,18 @@
-//! Makes gRPC clients that send a socket path as `:authority` work over the Unix socket.
+//! Makes gRPC clients that send a socket path as `:authority` work over a Unix socket.
 //! grpc-core (Python `grpcio`, so tritonclient) sends the percent-encoded socket path for
 //! `unix://` targets (`tmp%2Fkiln.sock`), which the HTTP/2 server (h2) rejects as a malformed
 //! authority with RST_STREAM(PROTOCOL_ERROR). This reader sits between the socket and the
-//! HTTP/2 server: it decodes each client header block (tracking the client's HPACK dynamic
-//! table), replaces an authority that is not a valid host with `localhost`, and re-encodes
-//! the block as literals without indexing, so the server's decoder table is never used.
-//! Every other frame and the write direction pass through untouched. Touches one connection.
+//! HTTP/2 server and looks at the client's first header block only:
+//! - its `:authority` is a valid host (every Rust and Go client): from then on the
+//!   connection's bytes pass through untouched, read straight into the caller's buffer;
+//! - it is not: this connection keeps the rewrite. Every client header block is decoded
+//!   (tracking the client's HPACK dynamic table), a bad authority replaced with `localhost`,
+//!   and the block re-encoded as literals without indexing, so the server's decoder table is
+//!   never used. Other frames and the write direction pass through untouched.
+//!
+//! Undecodable input is passed through for the server to judge; a header block above
+//! [`MAX_BLOCK`] too. It can go once h2 can be told to accept such authorities
+//! (hyperium/h2#487). Touches one connection and nothing else.
 
 use std::io;
 use std::pin::Pin;
@@ -22,19 +29,35 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which the server keeps.
 const MAX_FRAME: usize = 16_384;
+/// The largest header block (with its CONTINUATIONs) that is decoded; h2 refuses far smaller
+/// header lists anyway.
+pub const MAX_BLOCK: usize = 256 * 1024;
+/// How much is read from the socket at a time while frames are parsed.
+const READ_CHUNK: usize = 16 * 1024;
 
-/// A connection whose client header blocks are normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Waiting for the client preface.
+    Preface,
+    /// Frames pass until the first header block, which decides.
+    FirstBlock,
+    /// Every header block is rewritten.
+    Rewrite,
+    /// Bytes go through untouched.
+    Passthrough,
+}
+
+/// A connection whose client header blocks are normalised where they need it.
 pub struct AuthorityFix<S> {
     inner: S,
     raw: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
-    preface_done: bool,
-    /// Give up rewriting (malformed input): pass bytes through and let the server judge.
-    passthrough: bool,
+    mode: Mode,
     decoder: loona_hpack::Decoder<'static>,
-    /// A header block waiting for CONTINUATION frames: (stream id, flags, block).
-    pending: Option<(u32, u8, Vec<u8>)>,
+    /// A header block waiting for CONTINUATION frames: (stream id, flags, block, its frames
+    /// as received).
+    pending: Option<(u32, u8, Vec<u8>, Vec<u8>)>,
     eof: bool,
 }
 
@@ -45,94 +68,117 @@ impl<S> AuthorityFix<S> {
             raw: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
-            preface_done: false,
-            passthrough: false,
+            mode: Mode::Preface,
             decoder: loona_hpack::Decoder::new(),
             pending: None,
             eof: false,
         }
     }
 
-    /// Move every complete unit of `raw` to `out`, rewriting header blocks.
+    /// True once the connection passes through untouched.
+    pub fn passes_through(&self) -> bool {
+        self.mode == Mode::Passthrough
+    }
+
+    /// Move every complete unit of `raw` to `out`, rewriting header blocks where needed.
     fn process(&mut self) {
-        if self.passthrough {
-            self.out.append(&mut self.raw);
-            return;
-        }
-        if !self.preface_done {
+        if self.mode == Mode::Preface {
             if self.raw.len() < PREFACE.len() {
                 return;
             }
             if !self.raw.starts_with(PREFACE) {
-                self.passthrough = true;
-                self.out.append(&mut self.raw);
-                return;
+                self.mode = Mode::Passthrough;
+            } else {
+                self.out.extend(self.raw.drain(..PREFACE.len()));
+                self.mode = Mode::FirstBlock;
             }
-            self.out.extend(self.raw.drain(..PREFACE.len()));
-            self.preface_done = true;
+        }
+        if self.mode == Mode::Passthrough {
+            self.out.append(&mut self.raw);
+            return;
         }
         let mut pos = 0;
-        while self.raw.len() - pos >= 9 {
+        while self.raw.len() - pos >= 9 && self.mode != Mode::Passthrough {
             let h = &self.raw[pos..pos + 9];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
             if self.raw.len() - pos < 9 + len {
                 break;
             }
             let (ty, flags) = (h[3], h[4]);
+            let ends_block = flags & END_HEADERS != 0;
             let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
             let payload_start = pos + 9;
             let frame_end = payload_start + len;
-            match ty {
+            let frame = pos..frame_end;
+            pos = frame_end;
+            // The block's stream and HEADERS flags, its fragments and its frames as received.
+            let (stream, flags, block, frames) = match ty {
                 HEADERS => {
                     let payload = &self.raw[payload_start..frame_end];
                     let Some(block) = header_fragment(payload, flags) else {
-                        self.give_up(pos);
+                        self.give_up(frame.start);
                         return;
                     };
-                    let block = block.to_vec();
-                    if flags & END_HEADERS != 0 {
-                        if !self.emit_block(stream, flags, &block) {
-                            self.give_up(pos);
-                            return;
-                        }
-                    } else {
-                        self.pending = Some((stream, flags, block));
-                    }
+                    (stream, flags, block.to_vec(), self.raw[frame].to_vec())
                 }
                 CONTINUATION if self.pending.is_some() => {
-                    let (s, f, mut block) = self.pending.take().expect("checked above");
+                    let (s, f, mut block, mut frames) = self.pending.take().expect("checked above");
                     block.extend_from_slice(&self.raw[payload_start..frame_end]);
-                    if flags & END_HEADERS != 0 {
-                        if !self.emit_block(s, f, &block) {
-                            self.give_up(pos);
-                            return;
-                        }
-                    } else {
-                        self.pending = Some((s, f, block));
-                    }
+                    frames.extend_from_slice(&self.raw[frame]);
+                    (s, f, block, frames)
                 }
-                _ => self.out.extend_from_slice(&self.raw[pos..frame_end]),
+                _ => {
+                    self.out.extend_from_slice(&self.raw[frame]);
+                    continue;
+                }
+            };
+            if block.len() > MAX_BLOCK {
+                self.out.extend_from_slice(&frames);
+                self.give_up(pos);
+                return;
             }
-            pos = frame_end;
+            if !ends_block {
+                self.pending = Some((stream, flags, block, frames));
+            } else if !self.emit_block(stream, flags, &block, &frames) {
+                self.out.extend_from_slice(&frames);
+                self.give_up(pos);
+                return;
+            }
         }
         self.raw.drain(..pos);
+        if self.mode == Mode::Passthrough {
+            self.out.append(&mut self.raw);
+        }
     }
 
+    /// Pass everything from `raw[pos..]` on through, untouched.
     fn give_up(&mut self, pos: usize) {
         tracing::debug!("HTTP/2 header rewrite: undecodable input, passing the connection through");
-        self.passthrough = true;
+        self.mode = Mode::Passthrough;
         self.out.extend(self.raw.drain(pos..));
         self.raw.clear();
     }
 
-    /// Decode, fix the authority, re-encode as HEADERS (+ CONTINUATION) frames.
-    fn emit_block(&mut self, stream: u32, flags: u8, block: &[u8]) -> bool {
+    /// Decode a complete block. The first one decides the connection's mode; in rewrite mode,
+    /// fix the authority and re-encode as HEADERS (+ CONTINUATION) frames. False when the
+    /// block does not decode.
+    fn emit_block(&mut self, stream: u32, flags: u8, block: &[u8], frames: &[u8]) -> bool {
         let Ok(headers) = self.decoder.decode(block) else {
             return false;
         };
+        let bad = |name: &[u8], value: &[u8]| name == b":authority" && !valid_authority(value);
+        if self.mode == Mode::FirstBlock {
+            if !headers.iter().any(|(n, v)| bad(n, v)) {
+                // The server decodes this block itself, so its table matches the client's.
+                self.out.extend_from_slice(frames);
+                self.mode = Mode::Passthrough;
+                return true;
+            }
+            self.mode = Mode::Rewrite;
+        }
         let mut enc = Vec::with_capacity(block.len() + 64);
         for (name, value) in &headers {
-            let value: &[u8] = if name == b":authority" && !valid_authority(value) {
+            let value: &[u8] = if bad(name, value) {
                 b"localhost"
             } else {
                 value
@@ -225,10 +271,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
                 this.out_pos += n;
                 if this.out_pos == this.out.len() {
-                    this.out.clear();
+                    this.out = Vec::new();
                     this.out_pos = 0;
                 }
                 return Poll::Ready(Ok(()));
+            }
+            if this.mode == Mode::Passthrough && this.raw.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             if this.eof {
                 // Anything left unparsed goes out as is; then end of stream.
@@ -238,15 +287,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut tmp = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut tmp);
+            // Read into the spare capacity of `raw`, no zeroed scratch buffer.
+            this.raw.reserve(READ_CHUNK);
+            let had = this.raw.len();
+            let mut rb = ReadBuf::uninit(this.raw.spare_capacity_mut());
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
-                    let got = rb.filled();
-                    if got.is_empty() {
+                    let got = rb.filled().len();
+                    if got == 0 {
                         this.eof = true;
                     } else {
-                        this.raw.extend_from_slice(got);
+                        // SAFETY: `ReadBuf` initialised the `got` bytes after `had`.
+                        unsafe { this.raw.set_len(had + got) };
                         this.process();
                     }
                 }
@@ -348,6 +400,47 @@ mod tests {
             pos += 9 + len;
         }
         res
+    }
+
+    #[test]
+    fn a_valid_first_authority_passes_the_connection_through_byte_for_byte() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+        let h1 = block(&[(b":authority", b"localhost"), (b":path", b"/x")], true);
+        input.extend(frame(HEADERS, 0, 1, &h1[..5]));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &h1[5..]));
+        input.extend(frame(0x0, END_STREAM, 1, b"data"));
+        // Later blocks, even a bad authority or bytes that do not decode, are not looked at.
+        let h3 = block(&[(b":authority", b"tmp%2Fkiln.sock")], false);
+        input.extend(frame(HEADERS, END_HEADERS, 3, &h3));
+        input.extend(frame(HEADERS, END_HEADERS, 5, &[0xff; 6]));
+        let mut f = AuthorityFix::new(());
+        for b in &input {
+            f.raw.push(*b);
+            f.process();
+        }
+        assert!(f.passes_through());
+        assert_eq!(f.out, input);
+    }
+
+    #[test]
+    fn an_oversized_header_block_is_passed_through_for_the_server_to_refuse() {
+        let big = vec![b'a'; MAX_BLOCK + 1];
+        let mut input = PREFACE.to_vec();
+        let b = block(&[(b":authority", b"x%2Fy"), (b"x-big", &big)], false);
+        let mut chunks = b.chunks(MAX_FRAME).peekable();
+        let mut first = true;
+        while let Some(c) = chunks.next() {
+            let ty = if first { HEADERS } else { CONTINUATION };
+            let fl = if chunks.peek().is_none() {
+                END_HEADERS
+            } else {
+                0
+            };
+            input.extend(frame(ty, fl, 1, c));
+            first = false;
+        }
+        assert_eq!(run(&input), input);
     }
 
     #[test]

@@ -1,0 +1,20 @@
+//! Harnesses that more than one test suite uses. Each one owns what it starts and
+//! stops it when dropped, also when the test fails, so no run depends on what an
+//! earlier one left behind.
+
+pub mod zfs;
+
+/// Deterministic pseudo-random bytes (xorshift), for file contents that must compare exactly.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
