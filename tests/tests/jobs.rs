@@ -367,3 +367,78 @@ fn gpu_training_waits_on_battery_and_starts_on_mains() {
     let j = wait_for(&k, id, "its run on mains", |j| state(j) == "succeeded");
     assert!(logs(&k, id).contains("trained on GPU"), "{j:#}");
 }
+
+#[test]
+fn a_job_with_only_argv_gets_the_same_defaults_over_dbus_and_grpc() {
+    use kiln_api::kiln::v1::jobs_client::JobsClient;
+    use kiln_api::kiln::v1::{JobSpec, SubmitJobRequest};
+    let bus = kiln_tests::PrivateBus::start();
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(&conf, test_config(t.path(), "")).unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        bus: Some(bus.address.clone()),
+        state_dir: Some(t.path().join("state")),
+        socket: Some(t.path().join("kiln.sock")),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let argv = || vec!["sh".to_string(), "-c".into(), "echo defaults".into()];
+    let (over_grpc, over_dbus): (Value, Value) = rt.block_on(async {
+        let mut c = JobsClient::new(kilnctl::client::connect(&k.socket).await.unwrap());
+        let g = c
+            .submit(SubmitJobRequest {
+                spec: Some(JobSpec {
+                    argv: argv(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("gRPC submit with only argv")
+            .into_inner();
+        let p = bus
+            .kiln_proxy("/org/kiln/Kiln1/jobs", "org.kiln.Kiln1.Jobs")
+            .await;
+        let request = serde_json::json!({ "argv": argv() }).to_string();
+        let d: String = p
+            .call("SubmitJob", &(request.as_str(),))
+            .await
+            .expect("D-Bus SubmitJob with only argv");
+        // A request the engine cannot read is refused with the field and an example.
+        let bad: Result<String, zbus::Error> = p
+            .call("SubmitJob", &(r#"{"argv": ["true"], "memory": "8G"}"#,))
+            .await;
+        let bad = format!("{:?}", bad.unwrap_err());
+        assert!(
+            bad.contains("InvalidArgument") && bad.contains("memory") && bad.contains("argv"),
+            "{bad}"
+        );
+        (
+            serde_json::from_str(&g.json).unwrap(),
+            serde_json::from_str(&d).unwrap(),
+        )
+    });
+    assert_eq!(over_grpc["spec"], over_dbus["spec"], "same defaults");
+    let spec = &over_dbus["spec"];
+    assert_eq!(spec["name"], "sh", "{spec}");
+    assert_eq!(spec["device"], "cpu", "{spec}");
+    assert_eq!(spec["placement"], "local", "{spec}");
+    // [jobs] default_memory_bytes.
+    assert_eq!(
+        (spec["memory_bytes"].as_u64(), spec["priority"].as_i64()),
+        (Some(1 << 30), Some(0))
+    );
+    for j in [&over_grpc, &over_dbus] {
+        let id = j["id"].as_u64().unwrap();
+        let done = wait_for(&k, id, "succeeded", |j| state(j) == "succeeded");
+        assert_eq!(
+            done["cpus"],
+            show(&k, over_grpc["id"].as_u64().unwrap())["cpus"]
+        );
+        assert!(logs(&k, id).contains("defaults"), "{}", logs(&k, id));
+    }
+}

@@ -18,18 +18,19 @@ use std::time::Duration;
 pub enum JobsCommand {
     /// Queue a job: `kilnctl jobs submit --memory 8G --cpus p:4 -- python3 train.py`.
     Submit {
-        /// cpu, gpu or npu.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Memory limit and budget reservation: 512M, 8G, ...
-        #[arg(long, default_value = "1G")]
-        memory: String,
-        /// KIND[:COUNT]: p|performance, e|efficiency, lp|low-power, any (e.g. p:4).
-        #[arg(long, default_value = "any")]
-        cpus: String,
-        /// local, burst or auto.
-        #[arg(long, default_value = "local")]
-        placement: String,
+        /// cpu (kilnd's default), gpu or npu.
+        #[arg(long)]
+        device: Option<String>,
+        /// Memory limit and budget reservation: 512M, 8G, ... (kilnd's default: [jobs]
+        /// default_memory_bytes, 1G).
+        #[arg(long)]
+        memory: Option<String>,
+        /// KIND[:COUNT]: p|performance, e|efficiency, lp|low-power, any (kilnd's default).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// local (kilnd's default), burst or auto.
+        #[arg(long)]
+        placement: Option<String>,
         /// -100..100; higher runs first.
         #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
         priority: i32,
@@ -261,6 +262,7 @@ pub async fn run(socket: &Path, cmd: &JobsCommand) -> Result<String, Failure> {
                     "empty command: give the program and its arguments after `--` (e.g. kilnctl jobs submit -- python3 train.py)",
                 ));
             }
+            let cpus = cpus.clone().unwrap_or_default();
             let (kind, count) = match cpus.split_once(':') {
                 Some((k, n)) => (
                     k.to_string(),
@@ -270,7 +272,7 @@ pub async fn run(socket: &Path, cmd: &JobsCommand) -> Result<String, Failure> {
                         ))
                     })?,
                 ),
-                None => (cpus.clone(), 0),
+                None => (cpus, 0),
             };
             let mut envs = std::collections::HashMap::new();
             for e in env {
@@ -291,13 +293,17 @@ pub async fn run(socket: &Path, cmd: &JobsCommand) -> Result<String, Failure> {
                 argv: command.clone(),
                 workdir: workdir.display().to_string(),
                 env: envs,
-                device: device.clone(),
-                memory_bytes: parse_memory(memory)?,
+                device: device.clone().unwrap_or_default(),
+                memory_bytes: memory
+                    .as_deref()
+                    .map(parse_memory)
+                    .transpose()?
+                    .unwrap_or(0),
                 cpu_kind: kind,
                 cpu_count: count,
                 priority: *priority,
                 max_runtime_s: *max_runtime,
-                placement: placement.clone(),
+                placement: placement.clone().unwrap_or_default(),
                 training: *training,
             };
             let j = c

@@ -1,10 +1,11 @@
 //! D-Bus jobs object: `org.kiln.Kiln1.Jobs` at `/org/kiln/Kiln1/jobs`. SubmitJob takes
-//! the spec as JSON (the `kiln_jobs::JobSpec` fields); results are the engine's JobInfo as
+//! the request as JSON (the engine's `JobRequest` fields: only argv needed); results are the engine's JobInfo as
 //! JSON. Errors map to `org.kiln.Kiln1.Error.<Kind>` (e.g. ResourceExhausted). The caller
 //! comes from the bus credentials; the engine authorises. `JobChanged` carries each change.
 
 use crate::dbus::{KilnError, caller_of, json_reply};
 use kiln_engine::Engine;
+use kiln_engine::jobs::JobRequest;
 use std::time::Instant;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -24,8 +25,9 @@ impl JobsObject {
 
 #[interface(name = "org.kiln.Kiln1.Jobs")]
 impl JobsObject {
-    /// Queue a job. `spec_json`: {"argv": [...], "memory_bytes": N, "device": "cpu",
-    /// "cpus": {"kind": "performance", "count": 4}, "priority": 0, ...}. Returns the job as JSON.
+    /// Queue a job. `spec_json`: {"argv": [...]} and optionally "memory_bytes": N, "device":
+    /// "cpu", "cpus": "p:4" or {"kind": "performance", "count": 4}, "priority": 0, ... — the
+    /// engine fills in the rest as for gRPC. Returns the job as JSON.
     async fn submit_job(
         &self,
         spec_json: &str,
@@ -33,13 +35,10 @@ impl JobsObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, KilnError> {
         let start = Instant::now();
-        let spec: kiln_jobs::JobSpec = serde_json::from_str(spec_json).map_err(|e| {
-            KilnError::InvalidArgument(format!(
-                "job spec is not valid JSON for a JobSpec ({e}); e.g. {{\"argv\": [\"python3\", \"train.py\"], \"memory_bytes\": 8589934592}}"
-            ))
-        })?;
+        let request =
+            JobRequest::from_json(spec_json).map_err(|e| KilnError::InvalidArgument(e.message))?;
         let caller = caller_of(conn, &hdr).await;
-        let r = self.engine.submit_job(&caller, spec).await;
+        let r = self.engine.submit_job(&caller, request).await;
         self.observe("Jobs.SubmitJob", r.is_ok(), start);
         json_reply(&r?)
     }

@@ -1,12 +1,12 @@
-//! gRPC adapter for `kiln.v1.Jobs`: wire specs to `kiln_jobs::JobSpec`, engine job calls,
+//! gRPC adapter for `kiln.v1.Jobs`: wire specs to the engine's `JobRequest`, engine job calls,
 //! `JobInfo` back to the wire; logs and watch as server streams. No job logic here.
 
 use crate::grpc::{caller_of, status_of};
 use kiln_api::kiln::v1::jobs_server::Jobs;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::Engine;
-use kiln_engine::jobs::JobInfo;
-use kiln_jobs::{CpuKind, CpuRequest, Device, JobSpec, Placement};
+use kiln_engine::jobs::{CpusRequest, JobInfo, JobRequest};
+use kiln_jobs::JobSpec;
 use std::pin::Pin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -15,42 +15,25 @@ pub struct JobsApi {
     pub engine: Engine,
 }
 
-fn cpu_kind(s: &str) -> Result<CpuKind, Status> {
-    if s.is_empty() {
-        return Ok(CpuKind::Any);
-    }
-    CpuRequest::parse(s)
-        .map(|r| r.kind)
-        .map_err(|e| Status::invalid_argument(e.message))
-}
-
-/// A wire spec as a `JobSpec` (validation proper happens in the engine).
-pub fn spec_from_pb(p: pb::JobSpec) -> Result<JobSpec, Status> {
-    let inv = |e: kiln_jobs::JobError| Status::invalid_argument(e.message);
-    Ok(JobSpec {
-        name: p.name,
+/// A wire spec as the engine's request: proto3's empty strings and zeros mean "unset".
+fn request_from_pb(p: pb::JobSpec) -> JobRequest {
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    JobRequest {
+        name: some(p.name),
         argv: p.argv,
-        workdir: (!p.workdir.is_empty()).then(|| p.workdir.into()),
+        workdir: some(p.workdir).map(Into::into),
         env: p.env.into_iter().collect(),
-        device: if p.device.is_empty() {
-            Device::Cpu
-        } else {
-            Device::parse(&p.device).map_err(inv)?
-        },
-        memory_bytes: p.memory_bytes,
-        cpus: CpuRequest {
-            kind: cpu_kind(&p.cpu_kind)?,
-            count: p.cpu_count,
-        },
-        priority: p.priority,
-        max_runtime_s: p.max_runtime_s,
-        placement: if p.placement.is_empty() {
-            Placement::Local
-        } else {
-            Placement::parse(&p.placement).map_err(inv)?
-        },
-        training: p.training,
-    })
+        device: some(p.device),
+        memory_bytes: Some(p.memory_bytes),
+        cpus: Some(CpusRequest::Parts {
+            kind: some(p.cpu_kind),
+            count: Some(p.cpu_count),
+        }),
+        priority: Some(p.priority),
+        max_runtime_s: Some(p.max_runtime_s),
+        placement: some(p.placement),
+        training: Some(p.training),
+    }
 }
 
 pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
@@ -122,10 +105,9 @@ impl Jobs for JobsApi {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("no job spec: set SubmitJobRequest.spec"))?;
-        let spec = spec_from_pb(spec)?;
         let j = self
             .engine
-            .submit_job(&caller, spec)
+            .submit_job(&caller, request_from_pb(spec))
             .await
             .map_err(status_of)?;
         Ok(Response::new(job_to_pb(&j)))

@@ -7,6 +7,9 @@
 //! and the job supervisors it started.
 
 pub mod db;
+mod request;
+
+pub use request::{CpusRequest, JobRequest};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ pub struct JobsConfig {
     pub launcher: String,
     /// How often running jobs are checked for exit and checkpoint markers, milliseconds.
     pub poll_interval_ms: u64,
+    /// Memory limit and budget reservation of a job that gives none, bytes.
+    pub default_memory_bytes: u64,
 }
 
 impl Default for JobsConfig {
@@ -48,6 +53,7 @@ impl Default for JobsConfig {
             grace_ms: 10_000,
             launcher: "auto".into(),
             poll_interval_ms: 100,
+            default_memory_bytes: 1 << 30,
         }
     }
 }
@@ -64,6 +70,12 @@ impl JobsConfig {
             return Err(format!(
                 "key `jobs.grace_ms`: bad value {}; expected at most 600000 (10 minutes)",
                 self.grace_ms
+            ));
+        }
+        if self.default_memory_bytes < 1 << 20 {
+            return Err(format!(
+                "key `jobs.default_memory_bytes`: bad value {}; expected at least 1048576 (1 MiB)",
+                self.default_memory_bytes
             ));
         }
         if !(10..=10_000).contains(&self.poll_interval_ms) {
@@ -306,15 +318,27 @@ impl Engine {
     }
 
     /// Validate, store and queue a job; it starts at once when the budget allows.
-    pub async fn submit_job(&self, caller: &Caller, spec: JobSpec) -> Result<JobInfo, EngineError> {
+    /// Queue a job. Every transport hands over a [`JobRequest`]; the defaults are filled in
+    /// here, the same for all of them.
+    pub async fn submit_job(
+        &self,
+        caller: &Caller,
+        request: JobRequest,
+    ) -> Result<JobInfo, EngineError> {
         let args = format!(
             "{:?} memory={} device={}",
-            spec.argv,
-            spec.memory_bytes,
-            spec.device.as_str()
+            request.argv,
+            request
+                .memory_bytes
+                .filter(|m| *m > 0)
+                .unwrap_or(self.config().jobs.default_memory_bytes),
+            request.device.as_deref().unwrap_or("cpu")
         );
         let result = match self.authorize(caller, Action::ManageJobs).await {
-            Ok(()) => self.submit_authorized(caller, spec).await,
+            Ok(()) => match request.into_spec(self.config().jobs.default_memory_bytes) {
+                Ok(spec) => self.submit_authorized(caller, spec).await,
+                Err(e) => Err(job_err(e)),
+            },
             Err(e) => Err(e),
         };
         let detail = result
