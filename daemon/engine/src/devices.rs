@@ -6,7 +6,9 @@
 use crate::config::Config;
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
-use kiln_hal::{CpuSets, Device, DeviceEvent, Hal, Health, Inventory, Monitor, MonitorHandle};
+use kiln_hal::{CpuSets, Hal, Health, Monitor, MonitorHandle};
+/// The device vocabulary transports show (the HAL's shared words).
+pub use kiln_hal::{Device, DeviceEvent, Inventory};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -17,6 +19,13 @@ pub(crate) struct DeviceHub {
     hal: Mutex<Option<Hal>>,
     monitor: Mutex<Option<MonitorHandle>>,
     interval: Duration,
+}
+
+/// Read the machine (or a recorded tree at `root`) once, without a daemon (`kilnd probe`).
+pub fn probe(cfg: &Config, root: std::path::PathBuf) -> Result<Inventory, String> {
+    Hal::new(root, cfg.budget.clone())
+        .map(|h| h.probe())
+        .map_err(|e| e.to_string())
 }
 
 /// The budget in force for this configuration on this machine.

@@ -9,9 +9,11 @@ use crate::engine::{Engine, Inner};
 use crate::error::{EngineError, ErrorKind};
 use crate::metrics::{CounterOf, encode_counters};
 use kiln_storage::{
-    CmdStat, Dataset, ErrorCode, ModelImport, ModelRollback, PruneReport, RollbackReport,
-    SnapshotInfo, Storage, StorageError, StorageStatus,
+    CmdStat, Dataset, ErrorCode, ModelImport, ModelRollback, PruneReport, RollbackReport, Storage,
+    StorageError,
 };
+/// The storage vocabulary transports show.
+pub use kiln_storage::{SnapshotInfo, StorageStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;

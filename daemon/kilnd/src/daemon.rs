@@ -140,7 +140,7 @@ async fn serve(
     match std::env::current_exe() {
         Ok(program) => {
             engine
-                .start_jobs(kiln_jobs::ShimCommand {
+                .start_jobs(kiln_engine::jobs::ShimCommand {
                     program,
                     args: vec!["job-shim".into()],
                 })

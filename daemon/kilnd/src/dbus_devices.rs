@@ -5,8 +5,8 @@
 
 use crate::dbus::{MANAGER_PATH, Manager};
 use kiln_engine::Engine;
+use kiln_engine::devices::DeviceEvent;
 use kiln_engine::devices::{health_text, hw_id};
-use kiln_hal::DeviceEvent;
 use std::collections::HashMap;
 use std::time::Duration;
 use zbus::{Connection, interface};
@@ -38,7 +38,7 @@ pub struct DeviceObject {
 }
 
 impl DeviceObject {
-    fn device(&self) -> zbus::fdo::Result<kiln_hal::Device> {
+    fn device(&self) -> zbus::fdo::Result<kiln_engine::devices::Device> {
         self.engine
             .device(&self.id)
             .map_err(|e| zbus::fdo::Error::UnknownObject(e.message))

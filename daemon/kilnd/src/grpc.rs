@@ -136,7 +136,7 @@ pub struct DevicesApi {
 }
 
 /// A HAL device on the wire.
-pub fn device_to_pb(d: &kiln_hal::Device) -> pb::Device {
+pub fn device_to_pb(d: &kiln_engine::devices::Device) -> pb::Device {
     let (health, detail) = health_text(&d.health);
     pb::Device {
         id: d.id.clone(),
@@ -160,19 +160,19 @@ pub fn device_to_pb(d: &kiln_hal::Device) -> pb::Device {
     }
 }
 
-pub fn event_to_pb(e: &kiln_hal::DeviceEvent) -> pb::DeviceEvent {
+pub fn event_to_pb(e: &kiln_engine::devices::DeviceEvent) -> pb::DeviceEvent {
     match e {
-        kiln_hal::DeviceEvent::Added(d) => pb::DeviceEvent {
+        kiln_engine::devices::DeviceEvent::Added(d) => pb::DeviceEvent {
             event: "added".into(),
             id: d.id.clone(),
             device: Some(device_to_pb(d)),
         },
-        kiln_hal::DeviceEvent::Changed(d) => pb::DeviceEvent {
+        kiln_engine::devices::DeviceEvent::Changed(d) => pb::DeviceEvent {
             event: "changed".into(),
             id: d.id.clone(),
             device: Some(device_to_pb(d)),
         },
-        kiln_hal::DeviceEvent::Removed(id) => pb::DeviceEvent {
+        kiln_engine::devices::DeviceEvent::Removed(id) => pb::DeviceEvent {
             event: "removed".into(),
             id: id.clone(),
             device: None,

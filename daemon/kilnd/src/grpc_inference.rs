@@ -10,7 +10,7 @@ use kiln_api::kiln::v1 as pb;
 use kiln_api::kiln::v1::models_server::Models;
 use kiln_engine::Engine;
 use kiln_engine::models::{self as m, InferInput, LoadOptions};
-use kiln_openvino::{Dtype, Tensor, Values};
+use kiln_engine::models::{Dtype, Tensor, Values, contents_field};
 use tonic::{Request, Response, Status};
 
 pub struct InferenceApi {
@@ -30,9 +30,7 @@ fn values_of(dtype: &str, c: InferTensorContents) -> Option<Values> {
     ];
     // The field matching the datatype if it is filled, else the first filled one (the
     // engine then names the mismatch).
-    let want = Dtype::from_kserve(dtype)
-        .map(kiln_openvino::contents_field)
-        .unwrap_or("");
+    let want = Dtype::from_kserve(dtype).map(contents_field).unwrap_or("");
     let pick = fields
         .iter()
         .find(|(f, filled)| *filled && *f == want)

@@ -19,7 +19,7 @@ fn opt(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-pub fn snapshot_to_pb(s: &kiln_storage::SnapshotInfo) -> pb::StorageSnapshot {
+pub fn snapshot_to_pb(s: &kiln_engine::storage::SnapshotInfo) -> pb::StorageSnapshot {
     pb::StorageSnapshot {
         dataset: s.dataset.name().into(),
         name: s.name.clone(),
@@ -31,7 +31,7 @@ pub fn snapshot_to_pb(s: &kiln_storage::SnapshotInfo) -> pb::StorageSnapshot {
     }
 }
 
-pub fn status_to_pb(s: &kiln_storage::StorageStatus) -> pb::StorageStatusResponse {
+pub fn status_to_pb(s: &kiln_engine::storage::StorageStatus) -> pb::StorageStatusResponse {
     pb::StorageStatusResponse {
         backend: s.backend.as_str().into(),
         description: s.description.clone(),

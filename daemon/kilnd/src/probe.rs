@@ -16,14 +16,13 @@ pub fn run(cli: &Cli, root: Option<&Path>, json: bool) -> ExitCode {
         }
     };
     let root = root.map(Path::to_path_buf).unwrap_or(cfg.hal.root.clone());
-    let hal = match kiln_hal::Hal::new(root, cfg.budget.clone()) {
-        Ok(h) => h,
+    let inv = match kiln_engine::devices::probe(&cfg, root) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("kilnd probe: {e}");
             return ExitCode::from(1);
         }
     };
-    let inv = hal.probe();
     if json {
         match serde_json::to_string_pretty(&inv) {
             Ok(s) => println!("{s}"),
@@ -43,7 +42,7 @@ fn gib(b: u64) -> String {
 }
 
 /// Human summary: one line per device group, memory and power.
-pub fn table(inv: &kiln_hal::Inventory) -> String {
+pub fn table(inv: &kiln_engine::devices::Inventory) -> String {
     let mut out = format!("machine root: {}\n\n", inv.root);
     out.push_str(&format!(
         "{:<22} {:<6} {:<10} {:<10} {}\n",

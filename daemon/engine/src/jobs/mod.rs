@@ -9,7 +9,13 @@
 pub mod db;
 mod request;
 
+pub use kiln_jobs::{JobSpec, ShimCommand};
 pub use request::{CpusRequest, JobRequest};
+
+/// `kilnd job-shim LAUNCH`: the supervisor process of one job (the jobs driver's).
+pub fn run_job_shim(launch: &str) -> i32 {
+    kiln_jobs::shim::shim_main(&[launch.to_string()])
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,8 +31,8 @@ use crate::engine::{Engine, rfc3339};
 use crate::error::{EngineError, ErrorKind};
 use db::{CheckpointRow, JobRow};
 use kiln_jobs::{
-    Admit, CpuKind, Device, ExitRecord, JobError, JobErrorKind, JobHandle, JobQueue, JobSpec,
-    LaunchPlan, Limits, Readopt, ShimCommand,
+    Admit, CpuKind, Device, ExitRecord, JobError, JobErrorKind, JobHandle, JobQueue, LaunchPlan,
+    Limits, Readopt,
 };
 use kiln_storage::Dataset;
 

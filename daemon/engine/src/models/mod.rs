@@ -12,6 +12,8 @@ pub mod sched;
 pub mod stats;
 pub mod validate;
 
+/// The tensor vocabulary transports encode.
+pub use kiln_openvino::{Dtype, Tensor, Values, contents_field};
 pub use repo::{ModelSettings, PrecisionSetting, VersionPolicy};
 pub use stats::{BatchStat, Durations, ModelStats};
 pub use validate::{InferInput, InferRequest, InferResponse};
