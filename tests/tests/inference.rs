@@ -652,3 +652,84 @@ fn per_model_figures_are_in_the_prometheus_metrics() {
         "{body}"
     );
 }
+
+#[test]
+fn the_bus_offers_models_with_the_same_fields_as_grpc() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = repository(t.path(), false);
+    let bus = kiln_tests::PrivateBus::start();
+    let conf = t.path().join("kiln.toml");
+    let body = format!(
+        "[daemon]\nsocket_group = \"\"\n[models]\nrepository = \"{}\"\n[openvino]\npython_prefixes = [\"{}\"]\n",
+        repo.display(),
+        venv().display()
+    );
+    std::fs::write(&conf, test_config(t.path(), &body)).unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        bus: Some(bus.address.clone()),
+        state_dir: Some(t.path().join("state")),
+        socket: Some(t.path().join("kiln.sock")),
+        ..Default::default()
+    });
+    let grpc = ok_json(&k, &["models", "list", "--json"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let p = bus
+            .kiln_proxy("/org/kiln/Kiln1/models", "org.kiln.Kiln1.Models")
+            .await;
+        let list = |p: zbus::Proxy<'static>| async move {
+            let s: String = p.call("ListModels", &()).await.expect("ListModels");
+            serde_json::from_str::<Value>(&s).unwrap()
+        };
+        let over_bus = list(p.clone()).await;
+        let over_bus = over_bus.as_array().unwrap();
+        let over_grpc = grpc["models"].as_array().unwrap();
+        assert_eq!(over_bus.len(), over_grpc.len(), "{over_bus:#?}");
+        for g in over_grpc {
+            let b = over_bus
+                .iter()
+                .find(|b| b["name"] == g["name"] && b["version"] == g["version"])
+                .unwrap_or_else(|| panic!("{g} not on the bus"));
+            for (key, value) in g.as_object().unwrap() {
+                assert_eq!(
+                    &b[key], value,
+                    "field {key} of {} v{}",
+                    g["name"], g["version"]
+                );
+            }
+        }
+        // Unload and load through the bus; the gRPC view follows.
+        let () = p
+            .call("UnloadModel", &("add_sub",))
+            .await
+            .expect("UnloadModel");
+        assert_eq!(
+            model(&ok_json(&k, &["models", "list", "--json"]), "add_sub", 2)["state"],
+            "UNAVAILABLE"
+        );
+        let loaded: String = p
+            .call("LoadModel", &("add_sub", ""))
+            .await
+            .expect("LoadModel");
+        let loaded: Value = serde_json::from_str(&loaded).unwrap();
+        assert_eq!(loaded[0]["version"], 2, "{loaded}");
+        assert_eq!(loaded[0]["precision"], "f32", "{loaded}");
+        assert_eq!(
+            model(&ok_json(&k, &["models", "list", "--json"]), "add_sub", 2)["state"],
+            "READY"
+        );
+        let stats: String = p.call("Stats", &("add_sub", "")).await.expect("Stats");
+        assert!(stats.contains("\"precision\":\"f32\""), "{stats}");
+        // Errors carry the engine's kind and message.
+        let e = p
+            .call::<_, _, String>("LoadModel", &("nosuch", ""))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NotFound") && e.contains("nosuch"), "{e}");
+    });
+}

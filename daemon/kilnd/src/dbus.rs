@@ -195,6 +195,7 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
     })?;
     crate::dbus_devices::serve(conn, engine.clone()).await?;
     crate::dbus_jobs::serve(conn, engine.clone()).await?;
+    crate::dbus_models::serve(conn, engine.clone()).await?;
     crate::dbus_storage::serve(conn, engine.clone()).await?;
     crate::dbus_vectors::serve(conn, engine.clone()).await?;
     let conn = conn.clone();

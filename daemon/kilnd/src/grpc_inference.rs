@@ -333,11 +333,7 @@ impl Models for ModelsApi {
         &self,
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let engine = self.engine.clone();
-        // The listing scans the repository directory: keep it off the async workers.
-        let list = tokio::task::spawn_blocking(move || engine.models_list())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let list = self.engine.list_models().await.map_err(status_of)?;
         Ok(Response::new(pb::ListModelsResponse {
             models: list
                 .into_iter()

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod dbus_devices;
 pub mod dbus_jobs;
+pub mod dbus_models;
 pub mod dbus_storage;
 pub mod dbus_vectors;
 pub mod grpc;

@@ -1276,7 +1276,16 @@ impl Engine {
         Ok(vec![l.stats.snapshot()])
     }
 
-    /// Every known model version with placement, reservation and calibration.
+    /// Every known model version with placement, reservation and calibration. Scans the
+    /// repository directory, so it runs on a blocking thread: every transport calls this.
+    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, EngineError> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.models_list())
+            .await
+            .map_err(|e| EngineError::internal(format!("model listing failed: {e}")))
+    }
+
+    /// [`Engine::list_models`] on the calling thread (for callers already off the runtime).
     pub fn models_list(&self) -> Vec<ModelInfo> {
         let mut out = Vec::new();
         let found = self
