@@ -18,6 +18,86 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / GIB)
 }
 
+/// Why the ledger refused a reservation, with the numbers. Callers branch on the variant;
+/// the message (Display) is for people.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// PSI memory pressure is above `[admission] max_memory_pressure`: retry later.
+    Pressure {
+        owner: String,
+        bytes: u64,
+        pressure: f64,
+        max: f64,
+    },
+    /// Not enough of the budget is free (`free` of `budget`, `reserved` held).
+    Budget {
+        owner: String,
+        bytes: u64,
+        budget: u64,
+        reserved: u64,
+        free: u64,
+    },
+    /// An existing reservation cannot grow to `bytes`.
+    Grow {
+        owner: String,
+        bytes: u64,
+        extra: u64,
+        free: u64,
+        budget: u64,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Pressure {
+                owner,
+                bytes,
+                pressure,
+                max,
+            } => write!(
+                f,
+                "cannot reserve {} for {owner}: memory pressure is high (PSI some avg10 {pressure:.1}% > {max:.1}%); retry when the machine is less loaded",
+                gib(*bytes)
+            ),
+            Refusal::Budget {
+                owner,
+                bytes,
+                budget,
+                reserved,
+                free,
+            } => write!(
+                f,
+                "cannot reserve {} for {owner}: the UMA budget is {}, {} is reserved, {} is free; unload a model or wait for a job to finish, or raise the budget ([budget] mode = \"aggressive\")",
+                gib(*bytes),
+                gib(*budget),
+                gib(*reserved),
+                gib(*free)
+            ),
+            Refusal::Grow {
+                owner,
+                bytes,
+                extra,
+                free,
+                budget,
+            } => write!(
+                f,
+                "cannot grow the reservation of {owner} to {}: {} more needed, {} free of the {} budget",
+                gib(*bytes),
+                gib(*extra),
+                gib(*free),
+                gib(*budget)
+            ),
+        }
+    }
+}
+
+impl From<Refusal> for EngineError {
+    fn from(r: Refusal) -> EngineError {
+        EngineError::exhausted(r.to_string())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReservationInfo {
     pub id: u64,
@@ -119,25 +199,26 @@ impl Ledger {
     }
 
     /// Reserve `bytes` for `owner` (e.g. "model minilm v1", "job 42").
-    pub fn reserve(&self, owner: &str, bytes: u64) -> Result<Reservation, EngineError> {
+    pub fn reserve(&self, owner: &str, bytes: u64) -> Result<Reservation, Refusal> {
         let mut s = self.lock();
         if let Some(p) = s.pressure.filter(|p| *p > s.max_pressure) {
-            return Err(EngineError::exhausted(format!(
-                "cannot reserve {} for {owner}: memory pressure is high (PSI some avg10 {p:.1}% > {:.1}%); retry when the machine is less loaded",
-                gib(bytes),
-                s.max_pressure
-            )));
+            return Err(Refusal::Pressure {
+                owner: owner.into(),
+                bytes,
+                pressure: p,
+                max: s.max_pressure,
+            });
         }
         let reserved = s.reserved();
         let free = s.budget.saturating_sub(reserved);
         if bytes > free {
-            return Err(EngineError::exhausted(format!(
-                "cannot reserve {} for {owner}: the UMA budget is {}, {} is reserved, {} is free; unload a model or wait for a job to finish, or raise the budget ([budget] mode = \"aggressive\")",
-                gib(bytes),
-                gib(s.budget),
-                gib(reserved),
-                gib(free)
-            )));
+            return Err(Refusal::Budget {
+                owner: owner.into(),
+                bytes,
+                budget: s.budget,
+                reserved,
+                free,
+            });
         }
         let id = s.next_id;
         s.next_id += 1;
@@ -203,7 +284,7 @@ impl Reservation {
 
     /// Change the amount held (e.g. corrected by a measured delta). Growing
     /// may be refused; shrinking always succeeds.
-    pub fn resize(&mut self, bytes: u64) -> Result<(), EngineError> {
+    pub fn resize(&mut self, bytes: u64) -> Result<(), Refusal> {
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if bytes > self.bytes {
             let free = s.budget.saturating_sub(s.reserved());
@@ -214,13 +295,13 @@ impl Reservation {
                     .get(&self.id)
                     .map(|r| r.owner.clone())
                     .unwrap_or_default();
-                return Err(EngineError::exhausted(format!(
-                    "cannot grow the reservation of {owner} to {}: {} more needed, {} free of the {} budget",
-                    gib(bytes),
-                    gib(extra),
-                    gib(free),
-                    gib(s.budget)
-                )));
+                return Err(Refusal::Grow {
+                    owner,
+                    bytes,
+                    extra,
+                    free,
+                    budget: s.budget,
+                });
             }
         }
         if let Some(r) = s.held.get_mut(&self.id) {
@@ -256,6 +337,17 @@ mod tests {
         let l = Ledger::new(10 * G, 50.0);
         let a = l.reserve("model a", 6 * G).unwrap();
         let e = l.reserve("model b", 5 * G).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::Budget {
+                owner: "model b".into(),
+                bytes: 5 * G,
+                budget: 10 * G,
+                reserved: 6 * G,
+                free: 4 * G
+            }
+        );
+        let e = EngineError::from(e);
         assert_eq!(e.kind, crate::ErrorKind::ResourceExhausted);
         assert!(
             e.message.contains("model b")
@@ -289,7 +381,10 @@ mod tests {
         let l = Ledger::new(4 * G, 20.0);
         l.set_pressure(Some(35.0));
         let e = l.reserve("job", 1).unwrap_err();
-        assert!(e.message.contains("pressure"), "{}", e.message);
+        assert!(
+            matches!(e, Refusal::Pressure { pressure, max, .. } if pressure == 35.0 && max == 20.0)
+        );
+        assert!(e.to_string().contains("pressure"), "{e}");
         l.set_pressure(Some(5.0));
         assert!(l.reserve("job", 1).is_ok());
     }

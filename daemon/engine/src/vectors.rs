@@ -241,7 +241,7 @@ impl Engine {
                 }
                 Err(e) => problems.push(format!(
                     "collection `{}` is loaded but its memory is not reserved: {}",
-                    c.name, e.message
+                    c.name, e
                 )),
             }
         }
@@ -742,7 +742,7 @@ async fn add_reserved(
             EngineError::exhausted(format!(
                 "cannot add {n} vectors ({}) to collection `{name}`: {}; the collection is unchanged",
                 gib(extra),
-                e.message
+                e
             ))
         })?;
     }
@@ -769,6 +769,6 @@ fn sync_reservation(s: &Service, name: &str) {
         .get_mut(name)
         && let Err(e) = r.resize(bytes as u64)
     {
-        tracing::warn!(collection = name, "reservation not updated: {}", e.message);
+        tracing::warn!(collection = name, "reservation not updated: {e}");
     }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::auth::{Action, Caller};
-use crate::budget::{Reservation, gib};
+use crate::budget::{Refusal, Reservation, gib};
 use crate::engine::{Engine, rfc3339};
 use crate::error::{EngineError, ErrorKind};
 use db::{CheckpointRow, JobRow};
@@ -430,7 +430,7 @@ impl Engine {
                 } else {
                     match ledger.reserve(&format!("job {} ({})", q.id, spec.name), q.memory_bytes) {
                         Ok(r) => return Admit::Start(r),
-                        Err(e) if e.message.contains("pressure") => Some(format!("queued: {}", e.message)),
+                        Err(e @ Refusal::Pressure { .. }) => Some(format!("queued: {e}")),
                         Err(_) => Some(format!(
                             "queued: waiting for {} of the UMA budget ({} free now)",
                             gib(q.memory_bytes),

@@ -748,7 +748,7 @@ impl Engine {
                 "model {name} version {version} not loaded (weights {} → estimate {}): {}",
                 gib(files.weights_bytes),
                 gib(estimate),
-                e.message
+                e
             ))
         })?;
         let devices = rt.devices().map_err(ov_err)?;
@@ -874,7 +874,7 @@ impl Engine {
                 "model {name} version {version} not loaded: compiling it took {} (estimate {}): {}",
                 gib(measured),
                 gib(estimate),
-                e.message
+                e
             ))
         })?;
         let mut max_batch = settings.max_batch;
