@@ -60,7 +60,7 @@ pub fn job_to_pb(j: &JobInfo) -> pb::Job {
     pb::Job {
         id: j.id,
         name: j.name.clone(),
-        state: j.state.clone(),
+        state: j.state.as_str().into(),
         detail: j.detail.clone(),
         spec: Some(spec_to_pb(&j.spec)),
         submitted_at: j.submitted_at.clone(),

@@ -9,13 +9,64 @@ use crate::error::EngineError;
 use crate::state::StateDb;
 use kiln_jobs::{ExitRecord, JobRecord, JobSpec, StartedInfo};
 
+/// Where a job is in its life. Stored (and shown) by its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Starting,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One stored job.
 #[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: u64,
     pub name: String,
     pub spec: JobSpec,
-    pub state: String,
+    pub state: JobState,
     pub detail: String,
     pub owner_uid: Option<u32>,
     pub submitted_at: String,
@@ -58,7 +109,16 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         id: r.get::<_, i64>(0)? as u64,
         name: r.get(1)?,
         spec: serde_json::from_str(&spec).unwrap_or_default(),
-        state: r.get(3)?,
+        state: {
+            let s: String = r.get(3)?;
+            JobState::parse(&s).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    3,
+                    rusqlite::types::Type::Text,
+                    format!("unknown job state {s:?}").into(),
+                )
+            })?
+        },
         detail: r.get(4)?,
         owner_uid: r.get(5)?,
         submitted_at: r.get(6)?,
@@ -107,11 +167,11 @@ pub fn set_paths(
     .map_err(db_err)
 }
 
-pub fn set_state(db: &StateDb, id: u64, state: &str, detail: &str) -> Result<(), EngineError> {
+pub fn set_state(db: &StateDb, id: u64, state: JobState, detail: &str) -> Result<(), EngineError> {
     db.with(|c| {
         c.execute(
             "UPDATE jobs SET state = ?2, detail = ?3 WHERE id = ?1",
-            params![id as i64, state, detail],
+            params![id as i64, state.as_str(), detail],
         )
     })
     .map(|_| ())
@@ -138,7 +198,7 @@ pub fn set_running(
 pub fn set_finished(
     db: &StateDb,
     id: u64,
-    state: &str,
+    state: JobState,
     detail: &str,
     exit: Option<&ExitRecord>,
     now: &str,
@@ -146,7 +206,7 @@ pub fn set_finished(
     db.with(|c| {
         c.execute(
             "UPDATE jobs SET state = ?2, detail = ?3, exit = ?4, finished_at = ?5 WHERE id = ?1",
-            params![id as i64, state, detail, exit.map(js), now],
+            params![id as i64, state.as_str(), detail, exit.map(js), now],
         )
     })
     .map(|_| ())
@@ -221,4 +281,29 @@ pub fn checkpoints(db: &StateDb, id: u64) -> Result<Vec<CheckpointRow>, EngineEr
         .collect()
     })
     .map_err(db_err)
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::JobState;
+
+    #[test]
+    fn states_round_trip_by_their_stored_and_shown_name() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+            assert_eq!(
+                serde_json::to_value(st).unwrap(),
+                serde_json::json!(st.as_str())
+            );
+        }
+        assert_eq!(JobState::parse("Running"), None);
+        let finished: Vec<_> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_finished())
+            .collect();
+        assert_eq!(
+            finished,
+            [JobState::Succeeded, JobState::Failed, JobState::Cancelled]
+        );
+    }
 }

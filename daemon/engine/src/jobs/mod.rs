@@ -7,6 +7,8 @@
 //! and the job supervisors it started.
 
 pub mod db;
+
+pub use db::JobState;
 mod request;
 
 pub use kiln_jobs::{JobSpec, ShimCommand};
@@ -99,8 +101,7 @@ impl JobsConfig {
 pub struct JobInfo {
     pub id: u64,
     pub name: String,
-    /// queued | starting | running | succeeded | failed | cancelled
-    pub state: String,
+    pub state: JobState,
     /// Why it waits, how it ended, or "running".
     pub detail: String,
     pub spec: JobSpec,
@@ -127,7 +128,7 @@ pub struct JobInfo {
 
 impl JobInfo {
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+        self.state.is_finished()
     }
 }
 
@@ -210,13 +211,13 @@ fn memory_used(started: &kiln_jobs::StartedInfo) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-fn final_state(exit: &ExitRecord) -> &'static str {
+fn final_state(exit: &ExitRecord) -> JobState {
     if exit.success() {
-        "succeeded"
+        JobState::Succeeded
     } else if exit.reason == "cancelled" {
-        "cancelled"
+        JobState::Cancelled
     } else {
-        "failed"
+        JobState::Failed
     }
 }
 
@@ -258,7 +259,7 @@ impl Engine {
 
     fn job_info(&self, r: JobRow) -> Result<JobInfo, EngineError> {
         let checkpoints = db::checkpoints(self.db(), r.id)?;
-        let running = r.state == "running";
+        let running = r.state == JobState::Running;
         let progress = if running {
             std::fs::read_to_string(PathBuf::from(&r.run_dir).join("progress"))
                 .ok()
@@ -446,7 +447,7 @@ impl Engine {
             })
         };
         for (id, why) in waits {
-            let _ = db::set_state(self.db(), id, "queued", &why);
+            let _ = db::set_state(self.db(), id, JobState::Queued, &why);
             self.publish(id);
         }
         for (id, res) in started {
@@ -521,7 +522,7 @@ impl Engine {
             cgroup: true,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         };
-        let _ = db::set_state(self.db(), id, "starting", "starting");
+        let _ = db::set_state(self.db(), id, JobState::Starting, "starting");
         let shim = self
             .jobs()
             .shim
@@ -573,7 +574,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(job = id, error = %e, "job did not start");
-                let _ = db::set_finished(self.db(), id, "failed", &e.message, None, &now());
+                let _ = db::set_finished(self.db(), id, JobState::Failed, &e.message, None, &now());
                 drop(reservation);
             }
         }
@@ -608,7 +609,7 @@ impl Engine {
             db::set_finished(
                 self.db(),
                 id,
-                "cancelled",
+                JobState::Cancelled,
                 "cancelled before it started",
                 None,
                 &now(),
@@ -626,7 +627,7 @@ impl Engine {
             db::set_state(
                 self.db(),
                 id,
-                "running",
+                JobState::Running,
                 "cancelling: SIGTERM sent, SIGKILL after the grace period",
             )?;
         }
@@ -696,7 +697,7 @@ impl Engine {
         let state = final_state(exit);
         let _ = db::set_finished(self.db(), id, state, &exit.summary(), Some(exit), &now());
         self.release_holds(id, snaps);
-        tracing::info!(job = id, state, detail = %exit.summary(), "job ended");
+        tracing::info!(job = id, state = state.as_str(), detail = %exit.summary(), "job ended");
         self.publish(id);
     }
 
@@ -726,7 +727,7 @@ impl Engine {
                 let _ = db::set_state(
                     self.db(),
                     id,
-                    "running",
+                    JobState::Running,
                     &format!("running; last checkpoint failed: {e}"),
                 );
             }
@@ -823,14 +824,14 @@ impl Engine {
         };
         for row in rows {
             let id = row.id;
-            match row.state.as_str() {
-                "queued" => {
+            match row.state {
+                JobState::Queued => {
                     let mut st = self.jobs().st();
                     st.queue.push(id, row.spec.priority, row.spec.memory_bytes);
                     st.queued.insert(id, row.spec);
                     continue;
                 }
-                "starting" if row.record.is_none() => {
+                JobState::Starting if row.record.is_none() => {
                     // Died between launch and the running row: the shim may have started.
                     let dir = PathBuf::from(&row.run_dir);
                     let started: Option<kiln_jobs::StartedInfo> =
@@ -855,7 +856,7 @@ impl Engine {
                             let _ = db::set_finished(
                                 self.db(),
                                 id,
-                                "failed",
+                                JobState::Failed,
                                 "kilnd stopped while starting this job and it never ran; submit it again",
                                 None,
                                 &now(),
@@ -870,7 +871,7 @@ impl Engine {
                         let _ = db::set_finished(
                             self.db(),
                             id,
-                            "failed",
+                            JobState::Failed,
                             "no supervisor record was stored; the job cannot be found",
                             None,
                             &now(),
@@ -913,7 +914,7 @@ impl Engine {
                 let _ = db::set_state(
                     self.db(),
                     id,
-                    "running",
+                    JobState::Running,
                     "running (re-adopted after a daemon restart)",
                 );
                 self.publish(id);
@@ -933,7 +934,7 @@ impl Engine {
                 let _ = db::set_finished(
                     self.db(),
                     id,
-                    "failed",
+                    JobState::Failed,
                     &why,
                     Some(&ExitRecord::lost(why.clone())),
                     &now(),
