@@ -55,6 +55,18 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The Prometheus text kilnd serves on the Unix socket `sock` (`[metrics] listen`).
+pub fn scrape(sock: &Path) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("metrics socket {}: {e}", sock.display()));
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send the scrape");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read the metrics");
+    body
+}
+
 /// A copy of the recorded machine tree `tests/fixtures/<name>` at `dest` (symlinks kept
 /// relative), for tests that change a file of it.
 pub fn copy_fixture(name: &str, dest: &Path) -> PathBuf {

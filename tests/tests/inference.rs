@@ -631,12 +631,7 @@ fn per_model_figures_are_in_the_prometheus_metrics() {
     let bad = k.kilnctl(&["infer", "add_sub", "--input", "INPUT0=[[1]]"]);
     assert!(!bad.status.success());
 
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&msock).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let body = kiln_tests::scrape(&msock);
     let l = r#"{model="add_sub",version="2",device="CPU",precision="f32"}"#;
     for want in [
         format!("kiln_model_inferences_total{l} 3\n"),
@@ -659,10 +654,12 @@ fn the_bus_offers_models_with_the_same_fields_as_grpc() {
     let repo = repository(t.path(), false);
     let bus = kiln_tests::PrivateBus::start();
     let conf = t.path().join("kiln.toml");
+    let msock = t.path().join("metrics.sock");
     let body = format!(
-        "[daemon]\nsocket_group = \"\"\n[models]\nrepository = \"{}\"\n[openvino]\npython_prefixes = [\"{}\"]\n",
+        "[daemon]\nsocket_group = \"\"\n[models]\nrepository = \"{}\"\n[openvino]\npython_prefixes = [\"{}\"]\n[metrics]\nlisten = \"unix:{}\"\n",
         repo.display(),
-        venv().display()
+        venv().display(),
+        msock.display()
     );
     std::fs::write(&conf, test_config(t.path(), &body)).unwrap();
     let k = Kilnd::start(Start {
@@ -732,4 +729,14 @@ fn the_bus_offers_models_with_the_same_fields_as_grpc() {
             .to_string();
         assert!(e.contains("NotFound") && e.contains("nosuch"), "{e}");
     });
+    // Every bus call is counted like a gRPC call: the canonical status number as `code`.
+    let body = kiln_tests::scrape(&msock);
+    for want in [
+        r#"kiln_rpc_calls_total{transport="dbus",method="Models.ListModels",code="0"} 1"#,
+        r#"kiln_rpc_calls_total{transport="dbus",method="Models.LoadModel",code="0"} 1"#,
+        r#"kiln_rpc_calls_total{transport="dbus",method="Models.LoadModel",code="5"} 1"#,
+        r#"kiln_rpc_calls_total{transport="grpc",method="/kiln.v1.Models/List",code="0"} 3"#,
+    ] {
+        assert!(body.contains(want), "{want} missing:\n{body}");
+    }
 }

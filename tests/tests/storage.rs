@@ -563,12 +563,7 @@ fn dbus_storage_object_and_metrics() {
         assert_eq!(names(&r[0]["protected"]), ["viabus"]);
     });
     // zfs/zpool call statistics are exported with the daemon's metrics.
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&msock).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
+    let body = kiln_tests::scrape(&msock);
     assert!(
         body.contains(r#"kiln_storage_commands_total{command="zfs snapshot"}"#),
         "{body}"

@@ -17,6 +17,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The canonical status number (google.rpc.Code, as gRPC sends it): the `code` label of
+    /// `kiln_calls_total` on every transport, so a failure counts the same wherever it came.
+    pub fn status_code(self) -> u8 {
+        match self {
+            ErrorKind::InvalidArgument => 3,
+            ErrorKind::NotFound => 5,
+            ErrorKind::AlreadyExists => 6,
+            ErrorKind::PermissionDenied => 7,
+            ErrorKind::ResourceExhausted => 8,
+            ErrorKind::FailedPrecondition => 9,
+            ErrorKind::Internal => 13,
+            ErrorKind::Unavailable => 14,
+        }
+    }
+
     /// Stable short name, used for D-Bus error names and audit rows.
     pub fn name(self) -> &'static str {
         match self {

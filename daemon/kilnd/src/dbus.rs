@@ -80,12 +80,23 @@ pub struct Manager {
     engine: Engine,
 }
 
-/// Count one D-Bus call in the metrics (`kiln_rpc_calls_total{transport="dbus"}`).
-pub(crate) fn observe(engine: &Engine, method: &str, ok: bool, start: Instant) {
-    let code = if ok { "ok" } else { "error" };
+/// Count one D-Bus call as the gRPC layer counts its calls (`kiln_rpc_calls_total{transport,
+/// method, code}` with `code` the canonical status number, "0" for success, and its
+/// latency), and turn the engine's error into the bus error. Every method goes through here.
+pub(crate) fn counted<T>(
+    engine: &Engine,
+    method: &str,
+    start: Instant,
+    r: Result<T, EngineError>,
+) -> Result<T, KilnError> {
+    let code = match &r {
+        Ok(_) => 0,
+        Err(e) => e.kind.status_code(),
+    };
     engine
         .metrics()
-        .observe_call("dbus", method, code, start.elapsed());
+        .observe_call("dbus", method, &code.to_string(), start.elapsed());
+    r.map_err(KilnError::from)
 }
 
 /// An optional string argument: D-Bus has no null, "" means none.
@@ -96,12 +107,6 @@ pub(crate) fn opt(s: &str) -> Option<&str> {
 /// A reply as JSON.
 pub(crate) fn json_reply<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, KilnError> {
     serde_json::to_string(v).map_err(|e| KilnError::Internal(format!("cannot encode reply: {e}")))
-}
-
-impl Manager {
-    fn observe(&self, method: &str, ok: bool, start: Instant) {
-        observe(&self.engine, method, ok, start)
-    }
 }
 
 #[interface(name = "org.kiln.Kiln1.Manager")]
@@ -132,7 +137,7 @@ impl Manager {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.reload(&caller).await;
-        self.observe("Reload", r.is_ok(), start);
+        let r = counted(&self.engine, "Reload", start, r);
         let r = r?;
         Ok((r.applied, r.restart_required))
     }
@@ -141,8 +146,7 @@ impl Manager {
     async fn rescan_devices(&self) -> Result<(), KilnError> {
         let start = Instant::now();
         let r = self.engine.rescan_devices();
-        self.observe("RescanDevices", r.is_ok(), start);
-        Ok(r?)
+        counted(&self.engine, "RescanDevices", start, r)
     }
 
     /// A device appeared; its object is at `path`.

@@ -3,9 +3,9 @@
 //! JSON. Errors map to `org.kiln.Kiln1.Error.<Kind>` (e.g. ResourceExhausted). The caller
 //! comes from the bus credentials; the engine authorises. `JobChanged` carries each change.
 
-use crate::dbus::{KilnError, caller_of, json_reply};
-use kiln_engine::Engine;
+use crate::dbus::{KilnError, caller_of, counted, json_reply};
 use kiln_engine::jobs::JobRequest;
+use kiln_engine::{Engine, EngineError};
 use std::time::Instant;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -15,12 +15,6 @@ pub const JOBS_PATH: &str = "/org/kiln/Kiln1/jobs";
 
 pub struct JobsObject {
     engine: Engine,
-}
-
-impl JobsObject {
-    fn observe(&self, method: &str, ok: bool, start: Instant) {
-        crate::dbus::observe(&self.engine, method, ok, start)
-    }
 }
 
 #[interface(name = "org.kiln.Kiln1.Jobs")]
@@ -35,11 +29,12 @@ impl JobsObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, KilnError> {
         let start = Instant::now();
-        let request =
-            JobRequest::from_json(spec_json).map_err(|e| KilnError::InvalidArgument(e.message))?;
         let caller = caller_of(conn, &hdr).await;
-        let r = self.engine.submit_job(&caller, request).await;
-        self.observe("Jobs.SubmitJob", r.is_ok(), start);
+        let r = match JobRequest::from_json(spec_json) {
+            Ok(request) => self.engine.submit_job(&caller, request).await,
+            Err(e) => Err(EngineError::invalid(e.message)),
+        };
+        let r = counted(&self.engine, "Jobs.SubmitJob", start, r);
         json_reply(&r?)
     }
 
@@ -53,20 +48,23 @@ impl JobsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.cancel_job(&caller, id).await;
-        self.observe("Jobs.CancelJob", r.is_ok(), start);
+        let r = counted(&self.engine, "Jobs.CancelJob", start, r);
         json_reply(&r?)
     }
 
     /// One job as JSON.
     async fn get_job(&self, id: u64) -> Result<String, KilnError> {
-        json_reply(&self.engine.get_job(id)?)
+        let start = Instant::now();
+        let r = self.engine.get_job(id);
+        let r = counted(&self.engine, "Jobs.GetJob", start, r);
+        json_reply(&r?)
     }
 
     /// Every job (newest first) as a JSON array.
     async fn list_jobs(&self) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.list_jobs();
-        self.observe("Jobs.ListJobs", r.is_ok(), start);
+        let r = counted(&self.engine, "Jobs.ListJobs", start, r);
         json_reply(&r?)
     }
 

@@ -5,7 +5,7 @@
 //! (polkit `org.kiln.manage-models`) and audited; errors map to
 //! `org.kiln.Kiln1.Error.<Kind>`. No logic here beyond wire conversion.
 
-use crate::dbus::{KilnError, caller_of, json_reply, observe, opt};
+use crate::dbus::{KilnError, caller_of, counted, json_reply, opt};
 use kiln_engine::Engine;
 use kiln_engine::models::LoadOptions;
 use std::time::Instant;
@@ -25,7 +25,7 @@ impl ModelsObject {
     async fn list_models(&self) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.list_models().await;
-        observe(&self.engine, "Models.ListModels", r.is_ok(), start);
+        let r = counted(&self.engine, "Models.ListModels", start, r);
         json_reply(&r?)
     }
 
@@ -33,7 +33,7 @@ impl ModelsObject {
     async fn stats(&self, name: &str, version: &str) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.model_statistics(name, version);
-        observe(&self.engine, "Models.Stats", r.is_ok(), start);
+        let r = counted(&self.engine, "Models.Stats", start, r);
         json_reply(&r?)
     }
 
@@ -52,7 +52,7 @@ impl ModelsObject {
             device: opt(device).map(String::from),
         };
         let r = self.engine.load_model(&caller, name, &opts).await;
-        observe(&self.engine, "Models.LoadModel", r.is_ok(), start);
+        let r = counted(&self.engine, "Models.LoadModel", start, r);
         json_reply(&r?)
     }
 
@@ -66,8 +66,7 @@ impl ModelsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.unload_model(&caller, name).await;
-        observe(&self.engine, "Models.UnloadModel", r.is_ok(), start);
-        Ok(r?)
+        counted(&self.engine, "Models.UnloadModel", start, r)
     }
 
     /// Restore `models/<name>/` exactly as version `version` left it; JSON report.
@@ -81,7 +80,7 @@ impl ModelsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.rollback_model(&caller, name, version).await;
-        observe(&self.engine, "Models.RollbackModel", r.is_ok(), start);
+        let r = counted(&self.engine, "Models.RollbackModel", start, r);
         json_reply(&r?)
     }
 }

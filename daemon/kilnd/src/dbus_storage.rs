@@ -3,7 +3,7 @@
 //! desktop tools and scripts get every field. The caller comes from the bus credentials;
 //! the engine authorises. Model import emits `ImportProgress` signals while copying.
 
-use crate::dbus::{KilnError, caller_of, json_reply, opt};
+use crate::dbus::{KilnError, caller_of, counted, json_reply, opt};
 use kiln_engine::Engine;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,12 +17,6 @@ pub struct StorageObject {
     engine: Engine,
 }
 
-impl StorageObject {
-    fn observe(&self, method: &str, ok: bool, start: Instant) {
-        crate::dbus::observe(&self.engine, method, ok, start)
-    }
-}
-
 #[interface(name = "org.kiln.Kiln1.Storage")]
 impl StorageObject {
     /// Full storage status as JSON (backend, datasets with requested/effective
@@ -30,7 +24,7 @@ impl StorageObject {
     async fn status(&self) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.storage_status().await;
-        self.observe("Storage.Status", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.Status", start, r);
         json_reply(&r?)
     }
 
@@ -38,7 +32,7 @@ impl StorageObject {
     async fn list_snapshots(&self, dataset: &str) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.list_snapshots(opt(dataset)).await;
-        self.observe("Storage.ListSnapshots", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.ListSnapshots", start, r);
         json_reply(&r?)
     }
 
@@ -54,7 +48,7 @@ impl StorageObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.snapshot(&caller, dataset, name, keep).await;
-        self.observe("Storage.Snapshot", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.Snapshot", start, r);
         json_reply(&r?)
     }
 
@@ -73,7 +67,7 @@ impl StorageObject {
             .engine
             .rollback(&caller, dataset, name, destroy_newer)
             .await;
-        self.observe("Storage.Rollback", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.Rollback", start, r);
         json_reply(&r?)
     }
 
@@ -87,7 +81,7 @@ impl StorageObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.prune(&caller, opt(dataset)).await;
-        self.observe("Storage.Prune", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.Prune", start, r);
         json_reply(&r?)
     }
 
@@ -125,7 +119,7 @@ impl StorageObject {
             .import_model(&caller, &PathBuf::from(path), name, load, progress)
             .await;
         let _ = signals.await;
-        self.observe("Storage.ImportModel", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.ImportModel", start, r);
         json_reply(&r?)
     }
 
@@ -140,7 +134,7 @@ impl StorageObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.rollback_model(&caller, name, version).await;
-        self.observe("Storage.RollbackModel", r.is_ok(), start);
+        let r = counted(&self.engine, "Storage.RollbackModel", start, r);
         json_reply(&r?)
     }
 

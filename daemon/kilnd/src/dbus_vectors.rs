@@ -4,7 +4,7 @@
 //! engine against the bus caller (polkit `org.kiln.manage-models`) and audited; errors map
 //! to `org.kiln.Kiln1.Error.<Kind>`. No logic here beyond wire conversion.
 
-use crate::dbus::{KilnError, caller_of, json_reply, observe, opt};
+use crate::dbus::{KilnError, caller_of, counted, json_reply, opt};
 use kiln_engine::Engine;
 use std::time::Instant;
 use zbus::message::Header;
@@ -24,12 +24,18 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 impl VectorsObject {
     /// Every collection as a JSON array.
     async fn list_collections(&self) -> Result<String, KilnError> {
-        json_reply(&self.engine.vectors_list()?)
+        let start = Instant::now();
+        let r = self.engine.vectors_list();
+        let r = counted(&self.engine, "Vectors.ListCollections", start, r);
+        json_reply(&r?)
     }
 
     /// One collection's figures (count, dimension, memory, disk) as JSON.
     async fn stats(&self, name: &str) -> Result<String, KilnError> {
-        json_reply(&self.engine.vectors_stats(name)?)
+        let start = Instant::now();
+        let r = self.engine.vectors_stats(name);
+        let r = counted(&self.engine, "Vectors.Stats", start, r);
+        json_reply(&r?)
     }
 
     /// Create a collection. `metric`: ip, cosine or l2; `quantisation`: "" (none) or int8.
@@ -48,7 +54,7 @@ impl VectorsObject {
             .engine
             .vectors_create(&caller, name, dim, metric, quantisation)
             .await;
-        observe(&self.engine, "Vectors.CreateCollection", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.CreateCollection", start, r);
         json_reply(&r?)
     }
 
@@ -68,7 +74,7 @@ impl VectorsObject {
             .engine
             .vectors_add(&caller, name, ids, to_f32(&vectors), None)
             .await;
-        observe(&self.engine, "Vectors.Add", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.Add", start, r);
         Ok(r? as u64)
     }
 
@@ -89,7 +95,7 @@ impl VectorsObject {
             .engine
             .embed_and_add(&caller, name, ids, texts, None, opt(model))
             .await;
-        observe(&self.engine, "Vectors.AddTexts", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.AddTexts", start, r);
         Ok(r? as u64)
     }
 
@@ -97,7 +103,7 @@ impl VectorsObject {
     async fn search(&self, name: &str, query: Vec<f64>, k: i64) -> Result<String, KilnError> {
         let start = Instant::now();
         let r = self.engine.vectors_search(name, to_f32(&query), k).await;
-        observe(&self.engine, "Vectors.Search", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.Search", start, r);
         json_reply(&r?.into_iter().next().unwrap_or_default())
     }
 
@@ -114,7 +120,7 @@ impl VectorsObject {
             .engine
             .search_text(name, vec![text.to_string()], k, opt(model))
             .await;
-        observe(&self.engine, "Vectors.SearchText", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.SearchText", start, r);
         json_reply(&r?.into_iter().next().unwrap_or_default())
     }
 
@@ -129,7 +135,7 @@ impl VectorsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.vectors_delete(&caller, name, ids).await;
-        observe(&self.engine, "Vectors.Delete", r.is_ok(), start);
+        let r = counted(&self.engine, "Vectors.Delete", start, r);
         Ok(r? as u64)
     }
 
@@ -143,8 +149,7 @@ impl VectorsObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let r = self.engine.vectors_drop(&caller, name).await;
-        observe(&self.engine, "Vectors.DropCollection", r.is_ok(), start);
-        Ok(r?)
+        counted(&self.engine, "Vectors.DropCollection", start, r)
     }
 }
 
