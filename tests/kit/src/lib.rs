@@ -1,7 +1,8 @@
-//! Harnesses that more than one test suite uses. Each one owns what it starts and
+//! Harnesses that more than one test suite uses: zfs-fuse pools, a private bus. Each one owns what it starts and
 //! stops it when dropped, also when the test fails, so no run depends on what an
 //! earlier one left behind.
 
+pub mod bus;
 pub mod zfs;
 
 /// Deterministic pseudo-random bytes (xorshift), for file contents that must compare exactly.
@@ -17,4 +18,14 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_are_deterministic_per_seed() {
+        assert_eq!(super::bytes(7, 64), super::bytes(7, 64));
+        assert_ne!(super::bytes(7, 64), super::bytes(8, 64));
+        assert_eq!(super::bytes(1, 1000).len(), 1000);
+    }
 }

@@ -595,3 +595,35 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
         .recv()
         .map_err(|_| io::Error::other("spawner thread gone"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process_as_the_leftover_check_reads_a_daemon() {
+        let me = std::process::id();
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(processes_named(comm.trim()).contains(&me));
+        assert!(!is_zombie(me));
+        let t = start_time(me).expect("start time of this process");
+        assert_eq!(start_time(me), Some(t));
+        assert!(
+            is_zombie(u32::MAX),
+            "a pid that does not exist is not a daemon"
+        );
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn tail_and_lists_read_well_in_a_report() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        assert_eq!(tail(&log, 3), "  (empty)");
+        std::fs::write(&log, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail(&log, 2), "  c\n  d");
+        assert_eq!(list_or_none(Vec::new()), "none");
+        assert_eq!(list_or_none(vec!["x".into(), "y".into()]), "x; y");
+        assert_eq!(non_empty(""), "none");
+    }
+}
