@@ -6,16 +6,15 @@
 use crate::config::Config;
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
+use crate::events::Event;
 use kiln_hal::{CpuSets, Hal, Health, Monitor, MonitorHandle};
 /// The device vocabulary transports show (the HAL's shared words).
 pub use kiln_hal::{Device, DeviceEvent, Inventory};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 pub(crate) struct DeviceHub {
     inventory: RwLock<Inventory>,
-    events: broadcast::Sender<DeviceEvent>,
     hal: Mutex<Option<Hal>>,
     monitor: Mutex<Option<MonitorHandle>>,
     interval: Duration,
@@ -38,10 +37,8 @@ impl DeviceHub {
     pub(crate) fn open(cfg: &Config) -> Result<DeviceHub, String> {
         let hal = Hal::new(cfg.hal.root.clone(), cfg.budget.clone()).map_err(|e| e.to_string())?;
         let inventory = hal.probe();
-        let (events, _) = broadcast::channel(256);
         Ok(DeviceHub {
             inventory: RwLock::new(inventory),
-            events,
             hal: Mutex::new(Some(hal)),
             monitor: Mutex::new(None),
             interval: Duration::from_millis(cfg.hal.sample_interval_ms),
@@ -99,11 +96,6 @@ impl Engine {
         self.inventory().cpus.cpu_sets()
     }
 
-    /// Device events from now on (Added / Removed / Changed).
-    pub fn watch_devices(&self) -> broadcast::Receiver<DeviceEvent> {
-        self.inner.devices.events.subscribe()
-    }
-
     /// Ask the monitor to rescan now (a recorded tree has no uevents).
     pub fn rescan_devices(&self) -> Result<(), EngineError> {
         match &*self
@@ -151,7 +143,7 @@ impl Engine {
                             tracing::info!(device = %d.id, health = ?d.health, "device changed")
                         }
                     }
-                    let _ = hub.events.send(e);
+                    engine.inner.events.publish(Event::Device(Box::new(e)));
                 }
                 let (state, detail) = summary(inv);
                 engine.set_component("hal", state, detail);

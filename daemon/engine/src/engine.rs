@@ -117,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) models: crate::models::ModelsHub,
     pub(crate) jobs: crate::jobs::JobsHub,
     pub(crate) vectors: crate::vectors::VectorsHub,
+    /// Device, job and import events for every transport.
+    pub(crate) events: crate::events::EventBus,
     sources: ConfigSources,
     current: RwLock<LoadedConfig>,
     restart_required: RwLock<Vec<String>>,
@@ -185,6 +187,7 @@ impl Engine {
                 devices,
                 models: crate::models::ModelsHub::new(),
                 jobs: crate::jobs::JobsHub::new(),
+                events: crate::events::EventBus::default(),
                 vectors: crate::vectors::VectorsHub::new(),
                 sources,
                 current: RwLock::new(loaded),
@@ -276,6 +279,11 @@ impl Engine {
     }
 
     /// Changes of `state`, for adapters that publish them (PropertiesChanged).
+    /// Every device, job and import event from now on (see `events`).
+    pub fn events(&self) -> crate::events::Subscription {
+        self.inner.events.subscribe()
+    }
+
     pub fn subscribe_state(&self) -> watch::Receiver<DaemonState> {
         self.inner.state.subscribe()
     }

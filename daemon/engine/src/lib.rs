@@ -10,6 +10,7 @@ pub mod config;
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod metrics;
 pub mod models;

@@ -104,6 +104,33 @@ fn check_caller_can_read(caller: &Caller, src: &Path) -> Result<(), EngineError>
     }
 }
 
+/// How often import progress reaches the caller and the event bus; the last figure always
+/// does. One rate for every transport.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `progress` called at most every [`PROGRESS_EVERY`] (and at the end), each call also
+/// published as `Event::ImportProgress`.
+fn throttled(
+    bus: crate::events::EventBus,
+    model: &str,
+    mut progress: impl FnMut(u64, u64) + Send + 'static,
+) -> impl FnMut(u64, u64) + Send + 'static {
+    let model = model.to_string();
+    let mut last: Option<std::time::Instant> = None;
+    move |done, total| {
+        if done < total && last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        last = Some(std::time::Instant::now());
+        bus.publish(crate::events::Event::ImportProgress {
+            model: model.clone(),
+            done,
+            total,
+        });
+        progress(done, total);
+    }
+}
+
 impl Engine {
     /// Full storage status (backend, datasets with requested/effective properties and
     /// fallback reasons, pool health, scrub, ARC). Unavailable with the reason when
@@ -242,7 +269,7 @@ impl Engine {
             }
             check_caller_can_read(caller, src)?;
             let (p, n) = (PathBuf::from(src), name.to_string());
-            let mut progress = progress;
+            let mut progress = throttled(self.inner.events.clone(), name, progress);
             blocking(self.storage()?, move |s| {
                 s.import_model(&p, &n, &mut progress)
             })
@@ -478,5 +505,37 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         check_caller_can_read(&stranger, &f).unwrap();
         check_caller_can_read(&Caller::internal(), &f).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use crate::events::{Event, EventBus};
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn progress_is_throttled_once_for_every_transport_and_published() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut p = throttled(bus.clone(), "m", move |d, t| {
+            s2.lock().unwrap().push((d, t))
+        });
+        for done in 0..1000 {
+            p(done, 1000);
+        }
+        p(1000, 1000);
+        // The first figure, then nothing within PROGRESS_EVERY, then always the last.
+        assert_eq!(*seen.lock().unwrap(), [(0, 1000), (1000, 1000)]);
+        for want in [0, 1000] {
+            match sub.next().await {
+                Some(Event::ImportProgress { model, done, total }) => {
+                    assert_eq!((model.as_str(), done, total), ("m", want, 1000))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

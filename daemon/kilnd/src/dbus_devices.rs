@@ -7,7 +7,8 @@ use crate::dbus::{MANAGER_PATH, Manager};
 use kiln_engine::Engine;
 use kiln_engine::devices::DeviceEvent;
 use kiln_engine::devices::{health_text, hw_id};
-use std::collections::HashMap;
+use kiln_engine::events::Event;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use zbus::{Connection, interface};
 use zbus::{ObjectPath, OwnedObjectPath};
@@ -146,9 +147,11 @@ async fn emit_changed(conn: &Connection, path: &OwnedObjectPath, all: bool) {
 /// Export the current devices and follow the engine's device events.
 pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
     // Subscribe before exporting, so no event falls between the two.
-    let mut events = engine.watch_devices();
+    let mut events = engine.events();
+    let mut exported: HashSet<String> = HashSet::new();
     for d in engine.devices() {
         export(conn, &engine, &d.id).await;
+        exported.insert(d.id);
     }
     let manager = conn
         .object_server()
@@ -158,27 +161,49 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
     let conn2 = conn.clone();
     let engine2 = engine.clone();
     tokio::spawn(async move {
-        loop {
-            let e = match events.recv().await {
-                Ok(e) => e,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => break,
+        while let Some(e) = events.next().await {
+            let changes = match e {
+                Event::Device(e) => vec![*e],
+                // Missed events: mirror the engine's list as it is now.
+                Event::Missed { .. } => {
+                    let now = engine2.devices();
+                    let mut v: Vec<DeviceEvent> = exported
+                        .iter()
+                        .filter(|id| !now.iter().any(|d| &d.id == *id))
+                        .map(|id| DeviceEvent::Removed(id.clone()))
+                        .collect();
+                    v.extend(now.into_iter().map(|d| {
+                        if exported.contains(&d.id) {
+                            DeviceEvent::Changed(d)
+                        } else {
+                            DeviceEvent::Added(d)
+                        }
+                    }));
+                    v
+                }
+                _ => continue,
             };
             let em = manager.signal_emitter();
-            match e {
-                DeviceEvent::Added(d) => {
-                    let path = export(&conn2, &engine2, &d.id).await;
-                    let _ = Manager::device_added(em, &d.id, ObjectPath::from(&path)).await;
+            for e in changes {
+                match e {
+                    DeviceEvent::Added(d) => {
+                        let path = export(&conn2, &engine2, &d.id).await;
+                        exported.insert(d.id.clone());
+                        let _ = Manager::device_added(em, &d.id, ObjectPath::from(&path)).await;
+                    }
+                    DeviceEvent::Removed(id) => {
+                        let path = device_path(&id);
+                        let _ = conn2
+                            .object_server()
+                            .remove::<DeviceObject, _>(path.as_ref())
+                            .await;
+                        exported.remove(&id);
+                        let _ = Manager::device_removed(em, &id, ObjectPath::from(&path)).await;
+                    }
+                    DeviceEvent::Changed(d) => {
+                        emit_changed(&conn2, &device_path(&d.id), true).await
+                    }
                 }
-                DeviceEvent::Removed(id) => {
-                    let path = device_path(&id);
-                    let _ = conn2
-                        .object_server()
-                        .remove::<DeviceObject, _>(path.as_ref())
-                        .await;
-                    let _ = Manager::device_removed(em, &id, ObjectPath::from(&path)).await;
-                }
-                DeviceEvent::Changed(d) => emit_changed(&conn2, &device_path(&d.id), true).await,
             }
         }
     });

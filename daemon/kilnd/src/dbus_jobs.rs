@@ -4,6 +4,7 @@
 //! comes from the bus credentials; the engine authorises. `JobChanged` carries each change.
 
 use crate::dbus::{KilnError, caller_of, counted, json_reply};
+use kiln_engine::events::Event;
 use kiln_engine::jobs::JobRequest;
 use kiln_engine::{Engine, EngineError};
 use std::time::Instant;
@@ -74,9 +75,14 @@ impl JobsObject {
 }
 
 pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
-    let mut events = engine.watch_jobs();
+    let mut events = engine.events();
     conn.object_server()
-        .at(JOBS_PATH, JobsObject { engine })
+        .at(
+            JOBS_PATH,
+            JobsObject {
+                engine: engine.clone(),
+            },
+        )
         .await
         .map_err(|e| format!("cannot export {JOBS_PATH}: {e}"))?;
     let conn = conn.clone();
@@ -84,14 +90,16 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
         let Ok(emitter) = SignalEmitter::new(&conn, JOBS_PATH) else {
             return;
         };
-        loop {
-            match events.recv().await {
-                Ok(j) => {
-                    let json = serde_json::to_string(&j).unwrap_or_default();
-                    let _ = JobsObject::job_changed(&emitter, j.id, &json).await;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
+        while let Some(e) = events.next().await {
+            let jobs = match e {
+                Event::Job(j) => vec![*j],
+                // Missed changes: every job again, as it is now.
+                Event::Missed { .. } => engine.list_jobs().unwrap_or_default(),
+                _ => continue,
+            };
+            for j in jobs {
+                let json = serde_json::to_string(&j).unwrap_or_default();
+                let _ = JobsObject::job_changed(&emitter, j.id, &json).await;
             }
         }
     });

@@ -6,7 +6,7 @@
 use crate::dbus::{KilnError, caller_of, counted, json_reply, opt};
 use kiln_engine::Engine;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
@@ -99,12 +99,8 @@ impl StorageObject {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, u64)>(4);
-        let mut last = Instant::now() - Duration::from_secs(1);
+        // The engine calls this at its progress rate (PROGRESS_EVERY).
         let progress = move |done: u64, total: u64| {
-            if done < total && last.elapsed() < Duration::from_millis(500) {
-                return;
-            }
-            last = Instant::now();
             let _ = tx.try_send((done, total));
         };
         let model = name.to_string();

@@ -12,6 +12,7 @@ use kiln_api::kiln::v1::models_server::ModelsServer;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::auth::Transport;
 use kiln_engine::devices::{health_text, hw_id};
+use kiln_engine::events::Event;
 use kiln_engine::{Caller, Engine, EngineError, ErrorKind};
 use std::future::Future;
 use std::pin::Pin;
@@ -202,15 +203,10 @@ impl Devices for DevicesApi {
         &self,
         _: Request<pb::WatchDevicesRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let rx = self.engine.watch_devices();
-        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| match r {
-            Ok(e) => Some(Ok(event_to_pb(&e))),
-            // A slow watcher missed events: tell it, so it can re-list.
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Err(Status::data_loss(format!(
-                    "watcher fell behind and missed {n} events; call List again and re-watch"
-                ))))
-            }
+        let stream = self.engine.events().into_stream().filter_map(|e| match e {
+            Event::Device(e) => Some(Ok(event_to_pb(&e))),
+            Event::Missed { count } => Some(Err(Status::data_loss(Event::missed_message(count)))),
+            _ => None,
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -5,6 +5,7 @@ use crate::grpc::{caller_of, status_of};
 use kiln_api::kiln::v1::jobs_server::Jobs;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::Engine;
+use kiln_engine::events::Event;
 use kiln_engine::jobs::{CpusRequest, JobInfo, JobRequest, JobSpec};
 use std::pin::Pin;
 use tokio_stream::StreamExt;
@@ -177,16 +178,17 @@ impl Jobs for JobsApi {
         req: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let only = req.into_inner().id;
-        let rx = self.engine.watch_jobs();
-        let s = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
-            Ok(j) if only == 0 || j.id == only => Some(Ok(job_to_pb(&j))),
-            Ok(_) => None,
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Err(Status::data_loss(format!(
-                    "watcher fell behind and missed {n} job events; call List and re-watch"
-                ))))
-            }
-        });
+        let s = self
+            .engine
+            .events()
+            .into_stream()
+            .filter_map(move |e| match e {
+                Event::Job(j) if only == 0 || j.id == only => Some(Ok(job_to_pb(&j))),
+                Event::Missed { count } => {
+                    Some(Err(Status::data_loss(Event::missed_message(count))))
+                }
+                _ => None,
+            });
         Ok(Response::new(Box::pin(s)))
     }
 }

@@ -7,7 +7,6 @@ use kiln_api::kiln::v1::{self as pb, import_model_event::Event};
 use kiln_engine::Engine;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 pub struct StorageApi {
@@ -76,9 +75,6 @@ pub fn status_to_pb(s: &kiln_engine::storage::StorageStatus) -> pb::StorageStatu
 
 type ImportStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ImportModelEvent, Status>> + Send>>;
-
-/// Progress is sent at most this often (plus the final figure).
-const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 #[tonic::async_trait]
 impl StorageService for StorageApi {
@@ -173,12 +169,8 @@ impl StorageService for StorageApi {
         let engine = self.engine.clone();
         tokio::spawn(async move {
             let ptx = tx.clone();
-            let mut last = Instant::now() - PROGRESS_EVERY;
+            // The engine calls this at its progress rate (PROGRESS_EVERY).
             let progress = move |done: u64, total: u64| {
-                if done < total && last.elapsed() < PROGRESS_EVERY {
-                    return;
-                }
-                last = Instant::now();
                 // A full channel (slow client) skips this update; the next one follows.
                 let _ = ptx.try_send(Ok(pb::ImportModelEvent {
                     event: Some(Event::Progress(pb::ImportModelProgress {

@@ -25,12 +25,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{Action, Caller};
 use crate::budget::{Refusal, Reservation, gib};
 use crate::engine::{Engine, rfc3339};
 use crate::error::{EngineError, ErrorKind};
+use crate::events::Event;
 use db::{CheckpointRow, JobRow};
 use kiln_jobs::{
     Admit, CpuKind, Device, ExitRecord, JobError, JobErrorKind, JobHandle, JobQueue, LaunchPlan,
@@ -156,7 +157,6 @@ pub(crate) struct JobsHub {
     state: Mutex<HubState>,
     ops: tokio::sync::Mutex<()>,
     kick: Notify,
-    events: broadcast::Sender<JobInfo>,
     shim: Mutex<Option<ShimCommand>>,
     launcher: tokio::sync::RwLock<Option<Launcher>>,
 }
@@ -167,7 +167,6 @@ impl JobsHub {
             state: Mutex::new(HubState::default()),
             ops: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
-            events: broadcast::channel(256).0,
             shim: Mutex::new(None),
             launcher: tokio::sync::RwLock::new(None),
         }
@@ -313,14 +312,9 @@ impl Engine {
             .collect()
     }
 
-    /// Every change of any job (state, checkpoint), from now on.
-    pub fn watch_jobs(&self) -> broadcast::Receiver<JobInfo> {
-        self.jobs().events.subscribe()
-    }
-
     fn publish(&self, id: u64) {
         if let Ok(info) = self.get_job(id) {
-            let _ = self.jobs().events.send(info);
+            self.inner.events.publish(Event::Job(Box::new(info)));
         }
     }
 
