@@ -13,6 +13,11 @@ pub const DEFAULT_CONFIG: &str = "/etc/kiln/kiln.toml";
 
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
+/// The largest `daemon.max_message_bytes` accepted: a request is held whole in memory (and
+/// the transport allows twice the limit before refusing), so one client must not be able to
+/// ask for more.
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 30;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -234,9 +239,9 @@ impl Config {
                 "key `daemon.state_dir`: empty; expected a directory such as /var/lib/kiln".into(),
             );
         }
-        if self.daemon.max_message_bytes < 4096 {
+        if !(4096..=MAX_MESSAGE_BYTES_LIMIT).contains(&self.daemon.max_message_bytes) {
             errs.push(format!(
-                "key `daemon.max_message_bytes`: bad value {}; expected at least 4096 bytes",
+                "key `daemon.max_message_bytes`: bad value {}; expected 4096 to {MAX_MESSAGE_BYTES_LIMIT} bytes (1 GiB)",
                 self.daemon.max_message_bytes
             ));
         }
@@ -661,6 +666,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("soon") || s.contains("invalid type"), "{s}");
+    }
+
+    #[test]
+    fn max_message_bytes_is_bounded_both_ways() {
+        let t = tempfile::tempdir().unwrap();
+        for (v, ok) in [
+            (4095u64, false),
+            (4096, true),
+            (1 << 30, true),
+            ((1 << 30) + 1, false),
+        ] {
+            let main = write(
+                t.path(),
+                "kiln.toml",
+                &format!("[daemon]\nmax_message_bytes = {v}\n"),
+            );
+            let r = load(&ConfigSources::new(Some(main), Overrides::default()));
+            assert_eq!(r.is_ok(), ok, "{v}");
+            if let Err(e) = r {
+                let s = e.to_string();
+                assert!(
+                    s.contains("daemon.max_message_bytes") && s.contains("1073741824"),
+                    "{s}"
+                );
+            }
+        }
     }
 
     #[test]

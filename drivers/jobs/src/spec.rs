@@ -129,6 +129,9 @@ impl Placement {
     }
 }
 
+/// The longest `max_runtime_s` accepted (one year); more would overflow the timers.
+pub const MAX_RUNTIME_S: u64 = 365 * 24 * 3600;
+
 /// A job as submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct JobSpec {
@@ -295,10 +298,15 @@ impl JobSpec {
                 }
             }
         }
-        for k in self.env.keys() {
+        for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(JobError::invalid(format!(
                     "bad environment variable name {k:?}: names may not be empty or contain `=`"
+                )));
+            }
+            if v.contains('\0') {
+                return Err(JobError::invalid(format!(
+                    "environment variable {k}: the value contains a NUL byte"
                 )));
             }
             if k.starts_with("KILN_") {
@@ -306,6 +314,12 @@ impl JobSpec {
                     "environment variable {k} is reserved: kiln sets KILN_* variables itself"
                 )));
             }
+        }
+        if self.max_runtime_s > MAX_RUNTIME_S {
+            return Err(JobError::invalid(format!(
+                "max runtime {} s is above the {MAX_RUNTIME_S} s (one year) maximum; use 0 for no limit",
+                self.max_runtime_s
+            )));
         }
         if self.memory_bytes == 0 {
             return Err(JobError::invalid(
@@ -438,6 +452,16 @@ mod tests {
                 "bursting is not available yet",
             ),
             (Box::new(|s| s.name = "bad name".into()), "bad job name"),
+            (
+                Box::new(|s| s.max_runtime_s = u64::MAX),
+                "one year) maximum",
+            ),
+            (
+                Box::new(|s| {
+                    s.env.insert("X".into(), "a\0b".into());
+                }),
+                "contains a NUL byte",
+            ),
             (
                 Box::new(|s| {
                     s.env.insert("KILN_X".into(), "1".into());

@@ -81,6 +81,10 @@ pub struct BatchingToml {
     pub max_queue_delay_us: Option<u64>,
 }
 
+/// The most elements a `static_shape` may give one tensor (2^28: 1 GiB of f32). Calibration
+/// and NPU reshapes allocate tensors of this shape.
+pub const MAX_STATIC_ELEMENTS: i64 = 1 << 28;
+
 /// `[model]` of kiln-model.toml; every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,10 +273,26 @@ fn apply(s: &mut ModelSettings, f: FileToml, path: &Path) -> Result<(), String> 
     }
     if let Some(shapes) = m.static_shape {
         for (name, dims) in &shapes {
-            if dims.is_empty() || dims.iter().any(|d| *d <= 0) {
+            let key = format!("model.static_shape.{name}");
+            if dims.is_empty() || dims.len() > 8 || dims.iter().any(|d| *d <= 0) {
                 return Err(err(
-                    &format!("model.static_shape.{name}"),
-                    format!("bad value {dims:?}; expected positive dimensions such as [1, 128]"),
+                    &key,
+                    format!(
+                        "bad value {dims:?}; expected 1 to 8 positive dimensions such as [1, 128]"
+                    ),
+                ));
+            }
+            let elements = dims
+                .iter()
+                .try_fold(1i64, |n, d| n.checked_mul(*d))
+                .filter(|n| *n <= MAX_STATIC_ELEMENTS);
+            if elements.is_none() {
+                return Err(err(
+                    &key,
+                    format!(
+                        "bad value {dims:?}: more than {MAX_STATIC_ELEMENTS} elements in one tensor; \
+                         static shapes are for fixed-size device inputs such as [1, 128]"
+                    ),
                 ));
             }
         }
@@ -542,6 +562,35 @@ mod tests {
                 .unwrap_err()
                 .contains("f32, bf16, f16 or auto")
         );
+    }
+
+    #[test]
+    fn static_shapes_are_capped_before_anything_allocates_them() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("m");
+        for (i, (shape, ok)) in [
+            ("[1, 128]", true),
+            ("[1, 4000000000]", false),
+            ("[65536, 65536]", false),
+            ("[1, 0]", false),
+            ("[]", false),
+            ("[1, 1, 1, 1, 1, 1, 1, 1, 1]", false),
+            ("[9223372036854775807, 9223372036854775807]", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let v = i as u64 + 1;
+            touch(
+                &m.join(v.to_string()).join(MODEL_TOML),
+                &format!("[model]\nstatic_shape = {{ x = {shape} }}\n"),
+            );
+            let r = settings(&m, Some(v));
+            assert_eq!(r.is_ok(), ok, "{shape}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.contains("model.static_shape.x"), "{e}");
+            }
+        }
     }
 
     #[test]
