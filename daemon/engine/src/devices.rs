@@ -3,6 +3,7 @@
 //! events fanned out to watchers, and the budget/pressure fed to the ledger.
 //! Reads the machine only through kiln_hal.
 
+use crate::auth::{Action, Caller};
 use crate::config::Config;
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
@@ -96,23 +97,34 @@ impl Engine {
         self.inventory().cpus.cpu_sets()
     }
 
-    /// Ask the monitor to rescan now (a recorded tree has no uevents).
-    pub fn rescan_devices(&self) -> Result<(), EngineError> {
-        match &*self
-            .inner
-            .devices
-            .monitor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            Some(m) => {
-                m.rescan_now();
-                Ok(())
-            }
-            None => Err(EngineError::unavailable(
-                "the device monitor is not running",
-            )),
-        }
+    /// Ask the monitor to rescan now (a recorded tree has no uevents). It costs a walk of
+    /// sysfs, so it is a managed action (`ManageDaemon`), audited.
+    pub async fn rescan_devices(&self, caller: &Caller) -> Result<(), EngineError> {
+        self.authorised(
+            caller,
+            Action::ManageDaemon,
+            "RescanDevices",
+            "",
+            || async {
+                match &*self
+                    .inner
+                    .devices
+                    .monitor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                {
+                    Some(m) => {
+                        m.rescan_now();
+                        Ok(())
+                    }
+                    None => Err(EngineError::unavailable(
+                        "the device monitor is not running",
+                    )),
+                }
+            },
+            |_| String::new(),
+        )
+        .await
     }
 
     /// Start the monitor thread. Call once, after construction.

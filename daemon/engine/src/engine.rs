@@ -349,6 +349,30 @@ impl Engine {
         self.inner.authority.authorize(caller, action).await
     }
 
+    /// The one path of every state-changing call: authorise `caller` for `action`, run `act`
+    /// only when allowed, and audit the outcome as `name` with `args` and, on success,
+    /// `detail` of the result.
+    pub(crate) async fn authorised<T, Fut>(
+        &self,
+        caller: &Caller,
+        action: Action,
+        name: &str,
+        args: &str,
+        act: impl FnOnce() -> Fut,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Result<T, EngineError>
+    where
+        Fut: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        let result = match self.authorize(caller, action).await {
+            Ok(()) => act().await,
+            Err(e) => Err(e),
+        };
+        let detail = result.as_ref().map(detail).unwrap_or_default();
+        self.audit(caller, name, args, &result, &detail);
+        result
+    }
+
     /// Write one audit row. A failing audit write is logged, never fatal.
     pub fn audit<T>(
         &self,
@@ -381,18 +405,21 @@ impl Engine {
 
     /// Re-read the configuration; apply live keys; list the rest as needing a restart.
     pub async fn reload(&self, caller: &Caller) -> Result<ReloadReport, EngineError> {
-        let result = match self.authorize(caller, Action::ManageDaemon).await {
-            Ok(()) => self.reload_authorized(),
-            Err(e) => Err(e),
-        };
-        let detail = match &result {
-            Ok(r) => format!(
-                "applied={:?} restart_required={:?}",
-                r.applied, r.restart_required
-            ),
-            Err(_) => String::new(),
-        };
-        self.audit(caller, "Reload", "", &result, &detail);
+        let result = self
+            .authorised(
+                caller,
+                Action::ManageDaemon,
+                "Reload",
+                "",
+                || async { self.reload_authorized() },
+                |r| {
+                    format!(
+                        "applied={:?} restart_required={:?}",
+                        r.applied, r.restart_required
+                    )
+                },
+            )
+            .await;
         match &result {
             Ok(r) => {
                 tracing::info!(caller = %caller.describe(), applied = ?r.applied, restart_required = ?r.restart_required, "configuration reloaded")
@@ -599,5 +626,17 @@ mod tests {
             (row.result.as_str(), row.caller_pid),
             ("PermissionDenied", Some(7))
         );
+        // A device rescan goes through the same path: denied before it runs, audited.
+        let err = e.rescan_devices(&stranger).await.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::PermissionDenied);
+        let row = &e.db().recent_audit(1).unwrap()[0];
+        assert_eq!(
+            (row.action.as_str(), row.result.as_str()),
+            ("RescanDevices", "PermissionDenied")
+        );
+        // Allowed, it reaches the monitor (not started in this test: UNAVAILABLE, audited).
+        let err = e.rescan_devices(&Caller::internal()).await.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Unavailable);
+        assert_eq!(e.db().recent_audit(1).unwrap()[0].result, "Unavailable");
     }
 }

@@ -153,16 +153,20 @@ impl Engine {
         name: &str,
         keep: bool,
     ) -> Result<SnapshotInfo, EngineError> {
-        let result = async {
-            self.authorize(caller, Action::ManageStorage).await?;
-            let d = parse_dataset(ds)?;
-            let n = name.to_string();
-            blocking(self.storage()?, move |s| s.snapshot(d, &n, keep)).await
-        }
-        .await;
         let args = format!("dataset={ds} name={name} keep={keep}");
-        self.audit(caller, "StorageSnapshot", &args, &result, "");
-        result
+        self.authorised(
+            caller,
+            Action::ManageStorage,
+            "StorageSnapshot",
+            &args,
+            || async {
+                let d = parse_dataset(ds)?;
+                let n = name.to_string();
+                blocking(self.storage()?, move |s| s.snapshot(d, &n, keep)).await
+            },
+            |_| String::new(),
+        )
+        .await
     }
 
     /// Roll a whole dataset back to a snapshot. Needs `ManageStorage`.
@@ -173,20 +177,26 @@ impl Engine {
         name: &str,
         destroy_newer: bool,
     ) -> Result<RollbackReport, EngineError> {
-        let result = async {
-            self.authorize(caller, Action::ManageStorage).await?;
-            let d = parse_dataset(ds)?;
-            let n = name.to_string();
-            blocking(self.storage()?, move |s| s.rollback(d, &n, destroy_newer)).await
-        }
-        .await;
-        let detail = match &result {
-            Ok(r) if !r.destroyed.is_empty() => format!("destroyed={:?}", r.destroyed),
-            _ => String::new(),
-        };
         let args = format!("dataset={ds} name={name} destroy_newer={destroy_newer}");
-        self.audit(caller, "StorageRollback", &args, &result, &detail);
-        result
+        self.authorised(
+            caller,
+            Action::ManageStorage,
+            "StorageRollback",
+            &args,
+            || async {
+                let d = parse_dataset(ds)?;
+                let n = name.to_string();
+                blocking(self.storage()?, move |s| s.rollback(d, &n, destroy_newer)).await
+            },
+            |r: &RollbackReport| {
+                if r.destroyed.is_empty() {
+                    String::new()
+                } else {
+                    format!("destroyed={:?}", r.destroyed)
+                }
+            },
+        )
+        .await
     }
 
     /// Restore `models/<name>/` as it was at version `version`. Needs `ManageModels`.
@@ -196,19 +206,21 @@ impl Engine {
         name: &str,
         version: u32,
     ) -> Result<ModelRollback, EngineError> {
-        let result = async {
-            self.authorize(caller, Action::ManageModels).await?;
-            let n = name.to_string();
-            blocking(self.storage()?, move |s| s.rollback_model(&n, version)).await
-        }
-        .await;
-        let detail = match &result {
-            Ok(r) => format!("versions={:?} removed={:?}", r.versions, r.removed_versions),
-            Err(_) => String::new(),
-        };
         let args = format!("model={name} version={version}");
-        self.audit(caller, "RollbackModel", &args, &result, &detail);
-        result
+        self.authorised(
+            caller,
+            Action::ManageModels,
+            "RollbackModel",
+            &args,
+            || async {
+                let n = name.to_string();
+                blocking(self.storage()?, move |s| s.rollback_model(&n, version)).await
+            },
+            |r: &ModelRollback| {
+                format!("versions={:?} removed={:?}", r.versions, r.removed_versions)
+            },
+        )
+        .await
     }
 
     /// Apply the retention grid to one dataset or all four. Needs `ManageStorage`.
@@ -217,34 +229,35 @@ impl Engine {
         caller: &Caller,
         ds: Option<&str>,
     ) -> Result<Vec<PruneReport>, EngineError> {
-        let result: Result<Vec<PruneReport>, EngineError> = async {
-            self.authorize(caller, Action::ManageStorage).await?;
-            let which = match ds {
-                Some(d) => vec![parse_dataset(d)?],
-                None => Dataset::ALL.to_vec(),
-            };
-            blocking(self.storage()?, move |s| {
-                let now = kiln_storage::now_unix();
-                which.into_iter().map(|d| s.prune(d, now)).collect()
-            })
-            .await
-        }
-        .await;
-        let detail = match &result {
-            Ok(rs) => rs
-                .iter()
-                .filter(|r| !r.removed.is_empty())
-                .map(|r| {
-                    let d = r.dataset.map(|d| d.name()).unwrap_or("?");
-                    format!("{d}: removed {:?}", r.removed)
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            Err(_) => String::new(),
-        };
         let args = format!("dataset={}", ds.unwrap_or("all"));
-        self.audit(caller, "StoragePrune", &args, &result, &detail);
-        result
+        self.authorised(
+            caller,
+            Action::ManageStorage,
+            "StoragePrune",
+            &args,
+            || async {
+                let which = match ds {
+                    Some(d) => vec![parse_dataset(d)?],
+                    None => Dataset::ALL.to_vec(),
+                };
+                blocking(self.storage()?, move |s| {
+                    let now = kiln_storage::now_unix();
+                    which.into_iter().map(|d| s.prune(d, now)).collect()
+                })
+                .await
+            },
+            |rs: &Vec<PruneReport>| {
+                rs.iter()
+                    .filter(|r| !r.removed.is_empty())
+                    .map(|r| {
+                        let d = r.dataset.map(|d| d.name()).unwrap_or("?");
+                        format!("{d}: removed {:?}", r.removed)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        )
+        .await
     }
 
     /// Copy `src` (absolute path of a file or directory the caller may read) into the
@@ -259,33 +272,36 @@ impl Engine {
         load: bool,
         progress: impl FnMut(u64, u64) + Send + 'static,
     ) -> Result<ImportOutcome, EngineError> {
-        let result = async {
-            self.authorize(caller, Action::ManageModels).await?;
-            if !src.is_absolute() {
-                return Err(EngineError::invalid(format!(
-                    "import source {:?} is relative; give an absolute path (kilnctl does this for you)",
-                    src.display().to_string()
-                )));
-            }
-            check_caller_can_read(caller, src)?;
-            let (p, n) = (PathBuf::from(src), name.to_string());
-            let mut progress = throttled(self.inner.events.clone(), name, progress);
-            blocking(self.storage()?, move |s| {
-                s.import_model(&p, &n, &mut progress)
-            })
-            .await
-        }
-        .await;
-        let detail = match &result {
-            Ok(i) => format!(
-                "version={} snapshot={} bytes={}",
-                i.version, i.snapshot, i.bytes
-            ),
-            Err(_) => String::new(),
-        };
         let args = format!("model={name} source={} load={load}", src.display());
-        self.audit(caller, "ImportModel", &args, &result, &detail);
-        let import = result?;
+        let import = self
+            .authorised(
+                caller,
+                Action::ManageModels,
+                "ImportModel",
+                &args,
+                || async {
+                    if !src.is_absolute() {
+                        return Err(EngineError::invalid(format!(
+                            "import source {:?} is relative; give an absolute path (kilnctl does this for you)",
+                            src.display().to_string()
+                        )));
+                    }
+                    check_caller_can_read(caller, src)?;
+                    let (p, n) = (PathBuf::from(src), name.to_string());
+                    let mut progress = throttled(self.inner.events.clone(), name, progress);
+                    blocking(self.storage()?, move |s| {
+                        s.import_model(&p, &n, &mut progress)
+                    })
+                    .await
+                },
+                |i: &ModelImport| {
+                    format!(
+                        "version={} snapshot={} bytes={}",
+                        i.version, i.snapshot, i.bytes
+                    )
+                },
+            )
+            .await?;
         let load = if load {
             let opts = crate::models::LoadOptions::default();
             Some(match self.load_model(caller, name, &opts).await {

@@ -302,7 +302,8 @@ impl Engine {
         })
     }
 
-    /// Authorise, run, audit: the shape of every vector mutation.
+    /// A vector mutation through the engine's one authorise → act → audit path; `f` returns
+    /// the result and the audit detail.
     async fn vectors_mutation<T, F, Fut>(
         &self,
         caller: &Caller,
@@ -314,18 +315,16 @@ impl Engine {
         F: FnOnce(Arc<Service>) -> Fut,
         Fut: std::future::Future<Output = Result<(T, String), EngineError>>,
     {
-        let result = match self.authorize(caller, Action::ManageModels).await {
-            Ok(()) => match self.vectors_service() {
-                Ok(s) => f(s).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let detail = match &result {
-            Ok((_, d)) => d.clone(),
-            Err(_) => String::new(),
-        };
-        self.audit(caller, action, &args, &result, &detail);
+        let result = self
+            .authorised(
+                caller,
+                Action::ManageModels,
+                action,
+                &args,
+                || async { f(self.vectors_service()?).await },
+                |(_, detail): &(T, String)| detail.clone(),
+            )
+            .await;
         if let Err(e) = &result {
             tracing::info!(caller = %caller.describe(), action, error = %e, "vector call refused");
         }

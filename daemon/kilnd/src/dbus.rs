@@ -143,9 +143,14 @@ impl Manager {
     }
 
     /// Rescan devices now (a recorded machine tree has no hotplug events).
-    async fn rescan_devices(&self) -> Result<(), KilnError> {
+    async fn rescan_devices(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), KilnError> {
         let start = Instant::now();
-        let r = self.engine.rescan_devices();
+        let caller = caller_of(conn, &hdr).await;
+        let r = self.engine.rescan_devices(&caller).await;
         counted(&self.engine, "RescanDevices", start, r)
     }
 

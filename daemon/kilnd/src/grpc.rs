@@ -213,9 +213,13 @@ impl Devices for DevicesApi {
 
     async fn rescan(
         &self,
-        _: Request<pb::RescanDevicesRequest>,
+        req: Request<pb::RescanDevicesRequest>,
     ) -> Result<Response<pb::RescanDevicesResponse>, Status> {
-        self.engine.rescan_devices().map_err(status_of)?;
+        let caller = caller_of(&req);
+        self.engine
+            .rescan_devices(&caller)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::RescanDevicesResponse {}))
     }
 }

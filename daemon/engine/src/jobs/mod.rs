@@ -335,19 +335,19 @@ impl Engine {
                 .unwrap_or(self.config().jobs.default_memory_bytes),
             request.device.as_deref().unwrap_or("cpu")
         );
-        let result = match self.authorize(caller, Action::ManageJobs).await {
-            Ok(()) => match request.into_spec(self.config().jobs.default_memory_bytes) {
-                Ok(spec) => self.submit_authorized(caller, spec).await,
-                Err(e) => Err(job_err(e)),
+        let default_memory = self.config().jobs.default_memory_bytes;
+        self.authorised(
+            caller,
+            Action::ManageJobs,
+            "SubmitJob",
+            &args,
+            || async {
+                let spec = request.into_spec(default_memory).map_err(job_err)?;
+                self.submit_authorized(caller, spec).await
             },
-            Err(e) => Err(e),
-        };
-        let detail = result
-            .as_ref()
-            .map(|j| format!("job {} {}", j.id, j.state))
-            .unwrap_or_default();
-        self.audit(caller, "SubmitJob", &args, &result, &detail);
-        result
+            |j| format!("job {} {}", j.id, j.state),
+        )
+        .await
     }
 
     async fn submit_authorized(
@@ -577,12 +577,15 @@ impl Engine {
 
     /// Cancel a queued job (removed) or a running one (SIGTERM, SIGKILL after the grace period).
     pub async fn cancel_job(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
-        let result = match self.authorize(caller, Action::ManageJobs).await {
-            Ok(()) => self.cancel_authorized(id).await,
-            Err(e) => Err(e),
-        };
-        self.audit(caller, "CancelJob", &id.to_string(), &result, "");
-        result
+        self.authorised(
+            caller,
+            Action::ManageJobs,
+            "CancelJob",
+            &id.to_string(),
+            || self.cancel_authorized(id),
+            |_| String::new(),
+        )
+        .await
     }
 
     async fn cancel_authorized(&self, id: u64) -> Result<JobInfo, EngineError> {
@@ -636,23 +639,24 @@ impl Engine {
         id: u64,
         label: &str,
     ) -> Result<String, EngineError> {
-        let result = match self.authorize(caller, Action::ManageJobs).await {
-            Ok(()) => {
+        self.authorised(
+            caller,
+            Action::ManageJobs,
+            "CheckpointJob",
+            &id.to_string(),
+            || async {
                 if !self.jobs().st().running.contains_key(&id) {
                     let info = self.get_job(id)?;
-                    Err(EngineError::precondition(format!(
+                    return Err(EngineError::precondition(format!(
                         "job {id} is {}; only a running job can be checkpointed",
                         info.state
-                    )))
-                } else {
-                    self.take_checkpoint(id, label.to_string()).await
+                    )));
                 }
-            }
-            Err(e) => Err(e),
-        };
-        let detail = result.clone().unwrap_or_default();
-        self.audit(caller, "CheckpointJob", &id.to_string(), &result, &detail);
-        result
+                self.take_checkpoint(id, label.to_string()).await
+            },
+            |snapshot: &String| snapshot.clone(),
+        )
+        .await
     }
 
     async fn take_checkpoint(&self, id: u64, label: String) -> Result<String, EngineError> {

@@ -467,45 +467,44 @@ impl Engine {
         name: &str,
         opts: &LoadOptions,
     ) -> Result<Vec<ModelInfo>, EngineError> {
-        let result = match self.authorize_models(caller).await {
-            Ok(()) => self.load_authorized(name, opts).await,
-            Err(e) => Err(e),
-        };
-        let detail = match &result {
-            Ok(v) => v
-                .iter()
-                .map(|i| {
-                    format!(
-                        "v{} on {} ({} reserved)",
-                        i.version,
-                        i.device,
-                        gib(i.reservation_bytes)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            Err(_) => String::new(),
-        };
         let args = format!(
             "model={name} device={}",
             opts.device.as_deref().unwrap_or("auto")
         );
-        self.audit(caller, "LoadModel", &args, &result, &detail);
-        result
+        self.authorised(
+            caller,
+            Action::ManageModels,
+            "LoadModel",
+            &args,
+            || self.load_authorized(name, opts),
+            |v: &Vec<ModelInfo>| {
+                v.iter()
+                    .map(|i| {
+                        format!(
+                            "v{} on {} ({} reserved)",
+                            i.version,
+                            i.device,
+                            gib(i.reservation_bytes)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        )
+        .await
     }
 
     /// Unload every version of a model and return its reservations. Needs `ManageModels`.
     pub async fn unload_model(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
-        let result = match self.authorize_models(caller).await {
-            Ok(()) => self.unload_authorized(name).await,
-            Err(e) => Err(e),
-        };
-        self.audit(caller, "UnloadModel", &format!("model={name}"), &result, "");
-        result
-    }
-
-    async fn authorize_models(&self, caller: &Caller) -> Result<(), EngineError> {
-        self.authorize(caller, Action::ManageModels).await
+        self.authorised(
+            caller,
+            Action::ManageModels,
+            "UnloadModel",
+            &format!("model={name}"),
+            || self.unload_authorized(name),
+            |_| String::new(),
+        )
+        .await
     }
 
     async fn load_authorized(
