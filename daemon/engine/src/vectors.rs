@@ -32,6 +32,8 @@ pub struct VectorsConfig {
     pub embedding_model: String,
     /// Texts per inference request on the embedding path.
     pub embed_batch: usize,
+    /// Most hits a search may return in all: queries × min(k, collection size).
+    pub max_hits: usize,
 }
 
 impl Default for VectorsConfig {
@@ -41,6 +43,7 @@ impl Default for VectorsConfig {
             compact_after_segments: 64,
             embedding_model: "minilm".into(),
             embed_batch: 32,
+            max_hits: 1 << 20,
         }
     }
 }
@@ -73,8 +76,28 @@ impl VectorsConfig {
                 self.embed_batch
             ));
         }
+        if !(1..=1 << 26).contains(&self.max_hits) {
+            errs.push(format!(
+                "key `vectors.max_hits`: bad value {}; expected 1 to {}",
+                self.max_hits,
+                1u64 << 26
+            ));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
+}
+
+/// Refuse a search whose answer would exceed `max_hits` before anything is allocated.
+fn check_hits(queries: usize, k: i64, count: u64, max_hits: usize) -> Result<(), EngineError> {
+    let per_query = u64::try_from(k.max(0)).unwrap_or(0).min(count);
+    let hits = (queries as u64).saturating_mul(per_query);
+    if hits > max_hits as u64 {
+        return Err(EngineError::invalid(format!(
+            "{queries} queries × {per_query} hits = {hits} hits is above the limit of {max_hits} \
+             (`[vectors] max_hits`): ask for a smaller k or fewer queries per call"
+        )));
+    }
+    Ok(())
 }
 
 /// The open store and the reservations of its collections.
@@ -450,6 +473,9 @@ impl Engine {
         k: i64,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
         let s = self.vectors_service()?;
+        let info = s.store.stats(name).map_err(vec_err)?;
+        let nq = queries.len() / info.dim.max(1);
+        check_hits(nq, k, info.count as u64, self.config().vectors.max_hits)?;
         let name = name.to_string();
         tokio::task::spawn_blocking(move || s.store.search(&name, &queries, k))
             .await
@@ -769,5 +795,32 @@ fn sync_reservation(s: &Service, name: &str) {
         && let Err(e) = r.resize(bytes as u64)
     {
         tracing::warn!(collection = name, "reservation not updated: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_is_bounded_by_queries_times_the_hits_it_can_return() {
+        // k above the collection size counts as the collection size.
+        assert!(check_hits(1000, 1_000_000, 1000, 1 << 20).is_ok());
+        assert!(check_hits(2, i64::MAX, 10, 20).is_ok());
+        let e = check_hits(2, i64::MAX, 11, 20).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+        assert!(
+            e.message.contains("22 hits") && e.message.contains("`[vectors] max_hits`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            check_hits(usize::MAX, 5, 5, 1 << 20).is_err(),
+            "no overflow"
+        );
+        assert!(
+            check_hits(3, -1, 5, 1).is_ok(),
+            "k ≤ 0 is the store's error to give"
+        );
     }
 }
