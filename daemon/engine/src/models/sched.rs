@@ -3,8 +3,9 @@
 //! on the async workers. With
 //! batching on, a worker gathers compatible queued requests (same input shapes after
 //! dimension 0) up to the max batch, capped by the free UMA budget, waiting at most the max
-//! queue delay, runs them as one inference and splits the outputs. Touches the compiled
-//! model and the budget ledger only.
+//! queue delay, runs them as one inference and splits the outputs. A panic inside an
+//! inference fails that batch with INTERNAL and the worker carries on. Touches the compiled
+//! model (through [`Runner`]) and the budget ledger only.
 
 use super::stats::Stats;
 use crate::budget::Ledger;
@@ -20,6 +21,43 @@ use tokio::sync::oneshot;
 /// Outputs of one request, in model order.
 pub type Outputs = Result<Vec<(String, Tensor)>, OvError>;
 
+/// What the scheduler needs of a compiled model.
+pub trait Runner: Send + Sync {
+    fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs;
+    /// Concurrent inferences it supports: one worker each.
+    fn pool_size(&self) -> usize;
+}
+
+impl Runner for CompiledModel {
+    fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs {
+        CompiledModel::infer(self, inputs)
+    }
+    fn pool_size(&self) -> usize {
+        CompiledModel::pool_size(self)
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// One inference; a panic in it becomes this batch's error instead of the worker's end.
+fn infer_guarded(runner: &dyn Runner, inputs: &[(String, Tensor)]) -> Outputs {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.infer(inputs))).unwrap_or_else(
+        |p| {
+            let why = panic_text(p.as_ref());
+            tracing::error!("an inference panicked: {why}");
+            Err(OvError::Runtime {
+                context: "run the inference".into(),
+                message: format!("it panicked ({why}); the worker carries on"),
+            })
+        },
+    )
+}
+
 struct Job {
     inputs: Vec<(String, Tensor)>,
     samples: u64,
@@ -34,7 +72,7 @@ struct Queue {
 }
 
 struct Shared {
-    compiled: Arc<CompiledModel>,
+    compiled: Arc<dyn Runner>,
     queue: Queue,
     stats: Arc<Stats>,
     ledger: Ledger,
@@ -58,7 +96,7 @@ impl Scheduler {
     /// Start `compiled.pool_size()` workers.
     pub fn start(
         label: &str,
-        compiled: Arc<CompiledModel>,
+        compiled: Arc<dyn Runner>,
         stats: Arc<Stats>,
         ledger: Ledger,
         batching: Batching,
@@ -207,7 +245,14 @@ fn worker(s: &Shared) {
             }
         }
         drop(q);
-        run(s, batch);
+        // Second line of defence (merging or splitting tensors): the batch's callers see
+        // their request end, the worker stays.
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(s, batch))) {
+            tracing::error!(
+                "an inference worker caught a panic: {}",
+                panic_text(p.as_ref())
+            );
+        }
     }
 }
 
@@ -217,7 +262,7 @@ fn run(s: &Shared, batch: Vec<Job>) {
     if batch.len() == 1 {
         let job = batch.into_iter().next().expect("one job");
         let t0 = Instant::now();
-        let out = s.compiled.infer(&job.inputs);
+        let out = infer_guarded(s.compiled.as_ref(), &job.inputs);
         let infer = t0.elapsed();
         let zero = Duration::ZERO;
         s.stats.execution(samples, zero, infer, zero);
@@ -236,7 +281,7 @@ fn run(s: &Shared, batch: Vec<Job>) {
         .collect();
     let input = t0.elapsed();
     let t1 = Instant::now();
-    let out = merged.and_then(|m| s.compiled.infer(&m));
+    let out = merged.and_then(|m| infer_guarded(s.compiled.as_ref(), &m));
     let infer = t1.elapsed();
     let t2 = Instant::now();
     let sizes: Vec<i64> = batch.iter().map(|j| j.samples as i64).collect();
@@ -294,4 +339,58 @@ fn finish(
         job.enqueued.elapsed(),
     );
     let _ = job.reply.send(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Doubles its f32 input; panics when the first value is negative.
+    struct Doubler;
+    impl Runner for Doubler {
+        fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs {
+            let v = inputs[0].1.to_f32()?;
+            assert!(v[0] >= 0.0, "negative input");
+            let out: Vec<f32> = v.iter().map(|x| x * 2.0).collect();
+            Ok(vec![(
+                "y".into(),
+                Tensor::from_f32(&inputs[0].1.shape, &out)?,
+            )])
+        }
+        fn pool_size(&self) -> usize {
+            1
+        }
+    }
+
+    fn scheduler() -> Scheduler {
+        Scheduler::start(
+            "test model",
+            Arc::new(Doubler),
+            Arc::new(Stats::new("m", 1, "CPU", "f32")),
+            Ledger::new(1 << 30, 100.0),
+            Batching {
+                max_batch: 1,
+                max_queue_delay: Duration::ZERO,
+            },
+            &ThreadPlacement::default(),
+        )
+        .unwrap()
+    }
+
+    fn x(v: f32) -> Vec<(String, Tensor)> {
+        vec![("x".into(), Tensor::from_f32(&[1, 2], &[v, v]).unwrap())]
+    }
+
+    #[tokio::test]
+    async fn a_panicking_inference_fails_its_request_and_the_worker_serves_the_next() {
+        let s = scheduler();
+        let ok = s.submit(x(1.5), 1).unwrap().await.unwrap().unwrap();
+        assert_eq!(ok[0].1.to_f32().unwrap(), [3.0, 3.0]);
+        let bad = s.submit(x(-1.0), 1).unwrap().await.unwrap().unwrap_err();
+        assert_eq!(bad.kind(), kiln_openvino::ErrorKind::Internal);
+        assert!(bad.to_string().contains("negative input"), "{bad}");
+        // The only worker is still there.
+        let again = s.submit(x(2.0), 1).unwrap().await.unwrap().unwrap();
+        assert_eq!(again[0].1.to_f32().unwrap(), [4.0, 4.0]);
+    }
 }
