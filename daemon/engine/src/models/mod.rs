@@ -906,6 +906,7 @@ impl Engine {
             Batching {
                 max_batch,
                 max_queue_delay: Duration::from_micros(settings.max_queue_delay_us),
+                max_queue: settings.max_queue,
             },
             self.threads(),
         )
@@ -1167,8 +1168,16 @@ impl Engine {
                 return Err(e);
             }
         };
-        let rx = l.sched.submit(inputs, samples).map_err(|e| {
-            EngineError::unavailable(format!("model {} version {v}: {e}", req.model_name))
+        let rx = l.sched.submit(inputs, samples).map_err(|e| match e {
+            sched::Refused::Closed => EngineError::unavailable(format!(
+                "model {} version {v} is being unloaded",
+                req.model_name
+            )),
+            sched::Refused::Full { depth } => EngineError::exhausted(format!(
+                "model {} version {v} has {depth} requests waiting, its limit \
+                 (`[batching] max_queue` in its kiln-model.toml); retry later",
+                req.model_name
+            )),
         })?;
         let outs = rx
             .await

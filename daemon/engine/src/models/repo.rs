@@ -79,6 +79,8 @@ impl VersionPolicy {
 pub struct BatchingToml {
     pub max_batch: Option<usize>,
     pub max_queue_delay_us: Option<u64>,
+    /// Requests that may wait for this model at once; more are refused.
+    pub max_queue: Option<usize>,
 }
 
 /// The most elements a `static_shape` may give one tensor (2^28: 1 GiB of f32). Calibration
@@ -184,6 +186,7 @@ pub struct ModelSettings {
     pub load_at_start: bool,
     pub max_batch: usize,
     pub max_queue_delay_us: u64,
+    pub max_queue: usize,
 }
 
 impl Default for ModelSettings {
@@ -200,6 +203,7 @@ impl Default for ModelSettings {
             load_at_start: true,
             max_batch: 1,
             max_queue_delay_us: 0,
+            max_queue: 1024,
         }
     }
 }
@@ -331,6 +335,15 @@ fn apply(s: &mut ModelSettings, f: FileToml, path: &Path) -> Result<(), String> 
             ));
         }
         s.max_queue_delay_us = d;
+    }
+    if let Some(n) = f.batching.max_queue {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(err(
+                "batching.max_queue",
+                format!("bad value {n}; expected 1 to 1000000"),
+            ));
+        }
+        s.max_queue = n;
     }
     Ok(())
 }

@@ -78,6 +78,7 @@ struct Shared {
     ledger: Ledger,
     max_batch: usize,
     delay: Duration,
+    max_queue: usize,
 }
 
 /// Batching settings in force.
@@ -85,6 +86,17 @@ struct Shared {
 pub struct Batching {
     pub max_batch: usize,
     pub max_queue_delay: Duration,
+    /// Requests that may wait at once.
+    pub max_queue: usize,
+}
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The model is being unloaded.
+    Closed,
+    /// `depth` requests already wait (the limit).
+    Full { depth: usize },
 }
 
 pub struct Scheduler {
@@ -114,6 +126,7 @@ impl Scheduler {
             ledger,
             max_batch: batching.max_batch.max(1),
             delay: batching.max_queue_delay,
+            max_queue: batching.max_queue.max(1),
         });
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
@@ -141,11 +154,14 @@ impl Scheduler {
         &self,
         inputs: Vec<(String, Tensor)>,
         samples: u64,
-    ) -> Result<oneshot::Receiver<Outputs>, String> {
+    ) -> Result<oneshot::Receiver<Outputs>, Refused> {
         let (tx, rx) = oneshot::channel();
         let mut q = self.lock();
         if self.shared.queue.closed.load(Ordering::Acquire) {
-            return Err("the model is being unloaded".into());
+            return Err(Refused::Closed);
+        }
+        if q.len() >= self.shared.max_queue {
+            return Err(Refused::Full { depth: q.len() });
         }
         q.push_back(Job {
             inputs,
@@ -371,6 +387,7 @@ mod tests {
             Batching {
                 max_batch: 1,
                 max_queue_delay: Duration::ZERO,
+                max_queue: 2,
             },
             &ThreadPlacement::default(),
         )
@@ -392,5 +409,53 @@ mod tests {
         // The only worker is still there.
         let again = s.submit(x(2.0), 1).unwrap().await.unwrap().unwrap();
         assert_eq!(again[0].1.to_f32().unwrap(), [4.0, 4.0]);
+    }
+
+    /// Blocks every inference until released.
+    struct Gate(Mutex<bool>, Condvar);
+    impl Runner for Gate {
+        fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs {
+            let mut open = self.0.lock().unwrap();
+            while !*open {
+                open = self.1.wait(open).unwrap();
+            }
+            Ok(inputs.to_vec())
+        }
+        fn pool_size(&self) -> usize {
+            1
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_with_its_depth_and_serves_what_it_took() {
+        let gate = Arc::new(Gate(Mutex::new(false), Condvar::new()));
+        let s = Scheduler::start(
+            "gated",
+            gate.clone(),
+            Arc::new(Stats::new("m", 1, "CPU", "f32")),
+            Ledger::new(1 << 30, 100.0),
+            Batching {
+                max_batch: 1,
+                max_queue_delay: Duration::ZERO,
+                max_queue: 2,
+            },
+            &ThreadPlacement::default(),
+        )
+        .unwrap();
+        let first = s.submit(x(1.0), 1).unwrap();
+        // Wait until the worker holds the first request (blocked in the gate).
+        while !s.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let queued: Vec<_> = (0..2).map(|_| s.submit(x(2.0), 1).unwrap()).collect();
+        assert_eq!(s.submit(x(3.0), 1).unwrap_err(), Refused::Full { depth: 2 });
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        assert!(first.await.unwrap().is_ok());
+        for r in queued {
+            assert!(r.await.unwrap().is_ok());
+        }
+        s.shutdown();
+        assert_eq!(s.submit(x(1.0), 1).unwrap_err(), Refused::Closed);
     }
 }
