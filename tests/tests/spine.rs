@@ -417,3 +417,60 @@ fn state_change_is_published_as_properties_changed() {
         assert!(changed.contains_key("State"), "{changed:?}");
     });
 }
+
+#[test]
+fn one_connection_holds_at_most_max_concurrent_streams_and_others_are_served() {
+    use kiln_api::kiln::v1::daemon_client::DaemonClient;
+    use kiln_api::kiln::v1::devices_client::DevicesClient;
+    use kiln_api::kiln::v1::{StatusRequest, WatchDevicesRequest};
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(
+        &conf,
+        test_config(t.path(), "[daemon]\nmax_concurrent_streams = 4\n"),
+    )
+    .unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let busy = kilnctl::client::connect(&k.socket).await.unwrap();
+        // Four long-lived watches fill the connection's streams.
+        let mut watches = Vec::new();
+        for _ in 0..4 {
+            let mut c = DevicesClient::new(busy.clone());
+            watches.push(c.watch(WatchDevicesRequest {}).await.unwrap().into_inner());
+        }
+        // A fifth call on that connection has to wait for a free stream...
+        let mut more = DaemonClient::new(busy.clone());
+        let waited =
+            tokio::time::timeout(Duration::from_millis(700), more.status(StatusRequest {})).await;
+        assert!(
+            waited.is_err(),
+            "the fifth stream was not held back: {waited:?}"
+        );
+        // ...while another connection is served at once.
+        let other = kilnctl::client::connect(&k.socket).await.unwrap();
+        let st = tokio::time::timeout(
+            Duration::from_secs(5),
+            DaemonClient::new(other).status(StatusRequest {}),
+        )
+        .await
+        .expect("a second connection is served")
+        .unwrap();
+        assert_eq!(st.into_inner().state, "running");
+        // Closing one watch frees a stream for the waiting kind of call.
+        watches.pop();
+        let freed =
+            tokio::time::timeout(Duration::from_secs(5), more.status(StatusRequest {})).await;
+        assert!(
+            freed.is_ok_and(|r| r.is_ok()),
+            "a freed stream was not reused"
+        );
+    });
+}

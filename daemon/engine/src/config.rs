@@ -129,6 +129,9 @@ pub struct DaemonConfig {
     pub drain_timeout_ms: u64,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// HTTP/2 streams (calls) one gRPC connection may have open at once; a client queues or
+    /// is refused beyond it, so one connection cannot hold unbounded server state.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for DaemonConfig {
@@ -140,6 +143,7 @@ impl Default for DaemonConfig {
             log_level: "info".into(),
             drain_timeout_ms: 5000,
             max_message_bytes: 64 * 1024 * 1024,
+            max_concurrent_streams: 128,
         }
     }
 }
@@ -243,6 +247,12 @@ impl Config {
             errs.push(format!(
                 "key `daemon.max_message_bytes`: bad value {}; expected 4096 to {MAX_MESSAGE_BYTES_LIMIT} bytes (1 GiB)",
                 self.daemon.max_message_bytes
+            ));
+        }
+        if !(1..=65_536).contains(&self.daemon.max_concurrent_streams) {
+            errs.push(format!(
+                "key `daemon.max_concurrent_streams`: bad value {}; expected 1 to 65536",
+                self.daemon.max_concurrent_streams
             ));
         }
         if self.daemon.drain_timeout_ms > 600_000 {

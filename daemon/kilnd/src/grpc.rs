@@ -327,7 +327,9 @@ pub async fn serve(
     // Python/grpc-core clients send the socket path as :authority; normalise it (see kiln-h2-authority).
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
         .map(|conn| conn.map(kiln_h2_authority::AuthorityFix::new));
+    let streams = engine.config().daemon.max_concurrent_streams;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(streams)
         .layer(CallLayer { engine })
         .add_service(inference)
         .add_service(models)
