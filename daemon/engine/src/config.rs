@@ -132,6 +132,9 @@ pub struct DaemonConfig {
     /// HTTP/2 streams (calls) one gRPC connection may have open at once; a client queues or
     /// is refused beyond it, so one connection cannot hold unbounded server state.
     pub max_concurrent_streams: u32,
+    /// Audit rows and finished jobs older than this many days are deleted (at start and
+    /// daily); 0 keeps them forever.
+    pub history_days: u32,
 }
 
 impl Default for DaemonConfig {
@@ -144,6 +147,7 @@ impl Default for DaemonConfig {
             drain_timeout_ms: 5000,
             max_message_bytes: 64 * 1024 * 1024,
             max_concurrent_streams: 128,
+            history_days: 90,
         }
     }
 }
@@ -247,6 +251,12 @@ impl Config {
             errs.push(format!(
                 "key `daemon.max_message_bytes`: bad value {}; expected 4096 to {MAX_MESSAGE_BYTES_LIMIT} bytes (1 GiB)",
                 self.daemon.max_message_bytes
+            ));
+        }
+        if self.daemon.history_days > 36_500 {
+            errs.push(format!(
+                "key `daemon.history_days`: bad value {}; expected 0 (keep forever) to 36500",
+                self.daemon.history_days
             ));
         }
         if !(1..=65_536).contains(&self.daemon.max_concurrent_streams) {

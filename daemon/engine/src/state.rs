@@ -189,6 +189,33 @@ impl StateDb {
         })
     }
 
+    /// Delete audit rows, and finished jobs with their checkpoint rows, from before `cutoff`
+    /// (RFC 3339, compared as text as the rows store it). Queued and running jobs stay
+    /// whatever their age. Returns (audit rows, jobs) removed.
+    pub fn prune_history(&self, cutoff: &str) -> Result<(usize, usize), StateError> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let r = (|| {
+            let tx = c.transaction()?;
+            let audit = tx.execute("DELETE FROM audit WHERE time < ?1", params![cutoff])?;
+            let old = "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') \
+                       AND COALESCE(finished_at, submitted_at) < ?1";
+            tx.execute(
+                &format!("DELETE FROM job_checkpoints WHERE job_id IN ({old})"),
+                params![cutoff],
+            )?;
+            let jobs = tx.execute(
+                &format!("DELETE FROM jobs WHERE id IN ({old})"),
+                params![cutoff],
+            )?;
+            tx.commit()?;
+            Ok((audit, jobs))
+        })();
+        r.map_err(|source| StateError::Db {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// The newest `limit` audit rows, newest first.
     pub fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRow>, StateError> {
         self.with(|c| {
@@ -364,5 +391,73 @@ mod tests {
         let rows = db.recent_audit(2).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].time, "t2");
+    }
+
+    #[test]
+    fn history_before_the_cutoff_goes_and_unfinished_jobs_stay() {
+        let t = tempfile::tempdir().unwrap();
+        let db = StateDb::open(t.path()).unwrap();
+        for time in ["2026-01-01T00:00:00.000Z", "2026-06-01T00:00:00.000Z"] {
+            db.insert_audit(&AuditRow {
+                time: time.into(),
+                transport: "grpc".into(),
+                caller_uid: None,
+                caller_gid: None,
+                caller_pid: None,
+                caller_name: None,
+                action: "Reload".into(),
+                args: "".into(),
+                result: "ok".into(),
+                detail: "".into(),
+            })
+            .unwrap();
+        }
+        let job = |state: &str, submitted: &str, finished: Option<&str>| {
+            db.with(|c| {
+                c.execute(
+                    "INSERT INTO jobs (name, spec, state, detail, submitted_at, finished_at, run_dir, log_path, checkpoint_dir)
+                     VALUES ('j', '{}', ?1, '', ?2, ?3, '', '', '')",
+                    params![state, submitted, finished],
+                )?;
+                let id = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO job_checkpoints (job_id, seq, snapshot, label, created_at) VALUES (?1, 1, 's', 'l', ?2)",
+                    params![id, submitted],
+                )?;
+                Ok(id)
+            })
+            .unwrap()
+        };
+        let old_done = job(
+            "succeeded",
+            "2026-01-01T00:00:00Z",
+            Some("2026-01-02T00:00:00Z"),
+        );
+        let old_running = job("running", "2026-01-01T00:00:00Z", None);
+        let new_done = job(
+            "failed",
+            "2026-05-30T00:00:00Z",
+            Some("2026-06-01T00:00:00Z"),
+        );
+        assert_eq!(db.prune_history("2026-03-01T00:00:00Z").unwrap(), (1, 1));
+        assert_eq!(db.recent_audit(10).unwrap().len(), 1);
+        let left: Vec<i64> = db
+            .with(|c| {
+                let mut st = c.prepare("SELECT id FROM jobs ORDER BY id")?;
+                st.query_map([], |r| r.get(0))?.collect()
+            })
+            .unwrap();
+        assert_eq!(left, [old_running, new_done]);
+        let orphans: i64 = db
+            .with(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM job_checkpoints WHERE job_id = ?1",
+                    params![old_done],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(orphans, 0);
+        assert_eq!(db.prune_history("2026-03-01T00:00:00Z").unwrap(), (0, 0));
     }
 }

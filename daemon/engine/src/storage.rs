@@ -334,6 +334,7 @@ impl Engine {
     /// Export the command statistics with the engine's metrics and start the hourly
     /// scrub check (`[storage.scrub] interval_days`). Call once, inside the runtime.
     pub fn start_storage(&self) {
+        self.start_history_retention();
         self.metrics()
             .register_collector(Box::new(StorageCollector {
                 inner: Arc::downgrade(&self.inner),
@@ -363,6 +364,41 @@ impl Engine {
         });
     }
 }
+
+impl Engine {
+    /// Delete history older than `[daemon] history_days` now and then daily.
+    fn start_history_retention(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HISTORY_PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = Engine { inner };
+                let days = engine.config().daemon.history_days;
+                if days == 0 {
+                    continue;
+                }
+                let cutoff = std::time::SystemTime::now()
+                    - std::time::Duration::from_secs(u64::from(days) * 86_400);
+                let cutoff = crate::engine::rfc3339(cutoff);
+                match engine.db().prune_history(&cutoff) {
+                    Ok((0, 0)) => {}
+                    Ok((audit, jobs)) => tracing::info!(
+                        audit,
+                        jobs,
+                        days,
+                        "deleted history older than [daemon] history_days"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "history retention failed"),
+                }
+            }
+        });
+    }
+}
+
+/// How often history older than `[daemon] history_days` is deleted (also once at start).
+const HISTORY_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Renders `kiln_storage_*` from the backend's command statistics at scrape time.
 struct StorageCollector {
