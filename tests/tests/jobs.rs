@@ -442,3 +442,54 @@ fn a_job_with_only_argv_gets_the_same_defaults_over_dbus_and_grpc() {
         assert!(logs(&k, id).contains("defaults"), "{}", logs(&k, id));
     }
 }
+
+#[test]
+fn a_fresh_state_db_over_old_datasets_gives_new_jobs_fresh_logs_and_checkpoints() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(&conf, test_config(t.path(), BUDGET_1G)).unwrap();
+    let run = |state: &str| {
+        Kilnd::start(Start {
+            config: Some(conf.clone()),
+            state_dir: Some(t.path().join(state)),
+            socket: Some(t.path().join("kiln.sock")),
+            ..Default::default()
+        })
+    };
+    let script = r#"echo "old job output"; echo old > "$KILN_CHECKPOINT_DIR/weights"; echo "$KILN_CHECKPOINT_DIR""#;
+    let k = run("state-a");
+    let old = submit(&k, &["--memory", "64M", "--", "/bin/sh", "-c", script]);
+    let old_id = old["id"].as_u64().unwrap();
+    let old = wait_for(&k, old_id, "success", |j| state(j) == "succeeded");
+    drop(k);
+    // Same datasets, a new state.db: the ids start again there, the files must not.
+    let k = run("state-b");
+    let new = submit(
+        &k,
+        &[
+            "--memory",
+            "64M",
+            "--",
+            "/bin/sh",
+            "-c",
+            "ls -A \"$KILN_CHECKPOINT_DIR\"; echo new-job",
+        ],
+    );
+    let new_id = new["id"].as_u64().unwrap();
+    let new = wait_for(&k, new_id, "success", |j| state(j) == "succeeded");
+    assert!(
+        new_id > old_id,
+        "job id {new_id} reuses the old datasets' {old_id}"
+    );
+    assert_ne!(new["log_path"], old["log_path"]);
+    assert_ne!(new["checkpoint_dir"], old["checkpoint_dir"]);
+    let log = logs(&k, new_id);
+    assert!(
+        log.contains("new-job") && !log.contains("old job output"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("weights"),
+        "the new job was handed old checkpoints: {log}"
+    );
+}

@@ -133,37 +133,55 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
+/// Where a job's files go, from its id: (run dir, log, checkpoint dir).
+pub type JobPaths = (String, String, String);
+
+/// Store a new queued job and its paths (which depend on the id it gets) in one transaction.
 pub fn insert(
     db: &StateDb,
     spec: &JobSpec,
     owner: Option<u32>,
     now: &str,
+    paths: impl FnOnce(u64) -> JobPaths,
 ) -> Result<u64, EngineError> {
     db.with(|c| {
-        c.execute(
+        let tx = c.unchecked_transaction()?;
+        tx.execute(
             "INSERT INTO jobs (name, spec, state, detail, owner_uid, submitted_at, run_dir, log_path, checkpoint_dir)
              VALUES (?1, ?2, 'queued', 'queued', ?3, ?4, '', '', '')",
             params![spec.name, js(spec), owner, now],
         )?;
-        Ok(c.last_insert_rowid() as u64)
+        let id = tx.last_insert_rowid() as u64;
+        let (run_dir, log, ckpt) = paths(id);
+        tx.execute(
+            "UPDATE jobs SET run_dir = ?2, log_path = ?3, checkpoint_dir = ?4 WHERE id = ?1",
+            params![id as i64, run_dir, log, ckpt],
+        )?;
+        tx.commit()?;
+        Ok(id)
     })
     .map_err(db_err)
 }
 
-pub fn set_paths(
-    db: &StateDb,
-    id: u64,
-    run_dir: &str,
-    log: &str,
-    ckpt: &str,
-) -> Result<(), EngineError> {
+/// Make the next job id larger than `at_least`: ids name logs, checkpoint directories and
+/// snapshots on datasets that outlive a `state.db`, so a fresh one must not reuse them.
+pub fn skip_ids_through(db: &StateDb, at_least: u64) -> Result<(), EngineError> {
     db.with(|c| {
-        c.execute(
-            "UPDATE jobs SET run_dir = ?2, log_path = ?3, checkpoint_dir = ?4 WHERE id = ?1",
-            params![id as i64, run_dir, log, ckpt],
-        )
+        let have: i64 = c.query_row(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0),
+                        COALESCE((SELECT MAX(id) FROM jobs), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        if (at_least as i64) > have {
+            c.execute("DELETE FROM sqlite_sequence WHERE name = 'jobs'", [])?;
+            c.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?1)",
+                params![at_least as i64],
+            )?;
+        }
+        Ok(())
     })
-    .map(|_| ())
     .map_err(db_err)
 }
 
@@ -285,7 +303,7 @@ pub fn checkpoints(db: &StateDb, id: u64) -> Result<Vec<CheckpointRow>, EngineEr
 
 #[cfg(test)]
 mod state_tests {
-    use super::JobState;
+    use super::*;
 
     #[test]
     fn states_round_trip_by_their_stored_and_shown_name() {
@@ -305,5 +323,38 @@ mod state_tests {
             finished,
             [JobState::Succeeded, JobState::Failed, JobState::Cancelled]
         );
+    }
+
+    #[test]
+    fn ids_continue_past_what_the_datasets_hold_and_paths_come_with_the_row() {
+        let t = tempfile::tempdir().unwrap();
+        let db = StateDb::open(t.path()).unwrap();
+        let spec = JobSpec {
+            name: "j".into(),
+            argv: vec!["true".into()],
+            ..JobSpec::default()
+        };
+        let paths = |id: u64| {
+            (
+                format!("run/{id}"),
+                format!("job-{id}.log"),
+                format!("job-{id}"),
+            )
+        };
+        skip_ids_through(&db, 5).unwrap();
+        let id = insert(&db, &spec, Some(0), "now", paths).unwrap();
+        assert_eq!(id, 6);
+        skip_ids_through(&db, 3).unwrap(); // never backwards
+        assert_eq!(insert(&db, &spec, None, "now", paths).unwrap(), 7);
+        let row = get(&db, 6).unwrap().expect("job 6 stored");
+        assert_eq!(
+            (
+                row.run_dir.as_str(),
+                row.log_path.as_str(),
+                row.checkpoint_dir.as_str()
+            ),
+            ("run/6", "job-6.log", "job-6")
+        );
+        assert_eq!(row.state, JobState::Queued);
     }
 }

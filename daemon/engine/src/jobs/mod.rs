@@ -373,27 +373,21 @@ impl Engine {
                 e.message
             ))
         })?;
-        let id = db::insert(self.db(), &spec, caller.uid, &now())?;
-        let run_dir = self
-            .config()
-            .daemon
-            .state_dir
-            .join("jobs")
-            .join(id.to_string());
-        let log = storage
-            .dataset_path(Dataset::Logs)
-            .join("jobs")
-            .join(format!("job-{id}.log"));
-        let ckpt = storage
-            .dataset_path(Dataset::Checkpoints)
-            .join(format!("job-{id}"));
-        db::set_paths(
-            self.db(),
-            id,
-            &run_dir.to_string_lossy(),
-            &log.to_string_lossy(),
-            &ckpt.to_string_lossy(),
-        )?;
+        let jobs_dir = self.config().daemon.state_dir.join("jobs");
+        let logs = storage.dataset_path(Dataset::Logs).join("jobs");
+        let ckpts = storage.dataset_path(Dataset::Checkpoints);
+        let id = db::insert(self.db(), &spec, caller.uid, &now(), |id| {
+            (
+                jobs_dir.join(id.to_string()).to_string_lossy().into_owned(),
+                logs.join(format!("job-{id}.log"))
+                    .to_string_lossy()
+                    .into_owned(),
+                ckpts
+                    .join(format!("job-{id}"))
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })?;
         {
             let mut st = self.jobs().st();
             st.queue.push(id, spec.priority, spec.memory_bytes);
@@ -573,6 +567,45 @@ impl Engine {
             }
         }
         self.publish(id);
+    }
+
+    /// Continue the job ids past the highest one the logs and checkpoints datasets name
+    /// (`job-<id>.log`, `job-<id>/`, `job-<id>-ckpt-<n>`), so a fresh `state.db` over old
+    /// datasets never hands a new job an old job's log, directory or snapshot names.
+    fn skip_ids_the_datasets_hold(&self) {
+        let Ok(storage) = self.storage() else { return };
+        let mut highest = 0u64;
+        let mut see = |name: &str| {
+            let digits: String = name
+                .strip_prefix("job-")
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            if let Ok(n) = digits.parse::<u64>() {
+                highest = highest.max(n);
+            }
+        };
+        for dir in [
+            storage.dataset_path(Dataset::Logs).join("jobs"),
+            storage.dataset_path(Dataset::Checkpoints),
+        ] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                see(&e.file_name().to_string_lossy());
+            }
+        }
+        for s in storage
+            .list_snapshots(Some(Dataset::Checkpoints))
+            .unwrap_or_default()
+        {
+            see(&s.name);
+        }
+        if highest > 0 {
+            match db::skip_ids_through(self.db(), highest) {
+                Ok(()) => tracing::debug!(highest, "job ids continue past the datasets' jobs"),
+                Err(e) => tracing::warn!(error = %e, "cannot move the job id sequence"),
+            }
+        }
     }
 
     /// Cancel a queued job (removed) or a running one (SIGTERM, SIGKILL after the grace period).
@@ -793,6 +826,7 @@ impl Engine {
         if cfg.launcher != "systemd" || how.starts_with("systemd") {
             self.set_component("jobs", crate::ComponentState::Ok, how);
         }
+        self.skip_ids_the_datasets_hold();
         self.recover_jobs().await;
         let me = self.clone();
         tokio::spawn(async move {
