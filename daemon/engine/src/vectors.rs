@@ -87,6 +87,19 @@ impl VectorsConfig {
     }
 }
 
+/// Tokens an embedding input may have when kiln-model.toml sets no `max_sequence_length`:
+/// a fixed sequence dimension of `input_ids` if the model has one, else BERT's 512.
+const DEFAULT_MAX_TOKENS: usize = 512;
+
+fn token_limit(inputs: &[crate::models::TensorMeta]) -> usize {
+    inputs
+        .iter()
+        .find(|t| t.name == "input_ids")
+        .and_then(|t| t.shape.get(1).copied())
+        .filter(|d| *d > 0)
+        .map_or(DEFAULT_MAX_TOKENS, |d| d as usize)
+}
+
 /// Refuse a search whose answer would exceed `max_hits` before anything is allocated.
 fn check_hits(queries: usize, k: i64, count: u64, max_hits: usize) -> Result<(), EngineError> {
     let per_query = u64::try_from(k.max(0)).unwrap_or(0).min(count);
@@ -532,7 +545,9 @@ impl Engine {
                     "embedding model {model} is not loaded; load it with `kilnctl models load {model}` (see `kilnctl models list`) or name another with --model"
                 ))
             })?;
-        let tok = self.tokenizer(&info.path, info.version).await?;
+        let tok = self
+            .tokenizer(&info.path, info.version, token_limit(&info.inputs))
+            .await?;
         let out_name = info
             .outputs
             .iter()
@@ -626,10 +641,13 @@ impl Engine {
         })
     }
 
+    /// The model's tokenizer, truncating to `max_sequence_length` of its kiln-model.toml or
+    /// else to `fallback` tokens.
     async fn tokenizer(
         &self,
         dir: &std::path::Path,
         version: u64,
+        fallback: usize,
     ) -> Result<Arc<tokenizers::Tokenizer>, EngineError> {
         let path = dir.join("tokenizer.json");
         if let Some(t) = self
@@ -644,17 +662,16 @@ impl Engine {
         let max_len = dir
             .parent()
             .and_then(|m| crate::models::repo::settings(m, Some(version)).ok())
-            .and_then(|s| s.max_sequence_length);
+            .and_then(|s| s.max_sequence_length)
+            .map_or(fallback, |m| m as usize);
         let p = path.clone();
         let tok = tokio::task::spawn_blocking(move || -> Result<tokenizers::Tokenizer, String> {
             let mut t = tokenizers::Tokenizer::from_file(&p).map_err(|e| e.to_string())?;
-            if let Some(m) = max_len {
-                let tr = tokenizers::TruncationParams {
-                    max_length: m as usize,
-                    ..Default::default()
-                };
-                t.with_truncation(Some(tr)).map_err(|e| e.to_string())?;
-            }
+            let tr = tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            };
+            t.with_truncation(Some(tr)).map_err(|e| e.to_string())?;
             Ok(t)
         })
         .await
@@ -822,5 +839,21 @@ mod tests {
             check_hits(3, -1, 5, 1).is_ok(),
             "k ≤ 0 is the store's error to give"
         );
+    }
+
+    #[test]
+    fn texts_are_cut_to_the_model_s_length_or_512_tokens() {
+        let t = |name: &str, shape: &[i64]| crate::models::TensorMeta {
+            name: name.into(),
+            datatype: "INT64".into(),
+            shape: shape.to_vec(),
+        };
+        assert_eq!(token_limit(&[t("input_ids", &[1, 128])]), 128);
+        assert_eq!(
+            token_limit(&[t("input_ids", &[-1, -1])]),
+            DEFAULT_MAX_TOKENS
+        );
+        assert_eq!(token_limit(&[t("x", &[1, 64])]), DEFAULT_MAX_TOKENS);
+        assert_eq!(token_limit(&[]), DEFAULT_MAX_TOKENS);
     }
 }
