@@ -615,15 +615,23 @@ impl Engine {
             Action::ManageJobs,
             "CancelJob",
             &id.to_string(),
-            || self.cancel_authorized(id),
+            || self.cancel_authorized(caller, id),
             |_| String::new(),
         )
         .await
     }
 
-    async fn cancel_authorized(&self, id: u64) -> Result<JobInfo, EngineError> {
+    async fn cancel_authorized(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
         let _ops = self.jobs().ops.lock().await;
         let info = self.get_job(id)?;
+        // Managing jobs is not managing everyone's: the owner, root or kilnd itself.
+        let admin = caller.transport == crate::auth::Transport::Internal || caller.uid == Some(0);
+        if !admin && info.owner_uid.is_some() && caller.uid != info.owner_uid {
+            return Err(EngineError::denied(format!(
+                "job {id} belongs to uid {}; only its owner or root may cancel it",
+                info.owner_uid.unwrap_or_default()
+            )));
+        }
         if info.is_finished() {
             return Err(EngineError::precondition(format!(
                 "job {id} has already ended ({})",
@@ -1033,6 +1041,84 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoLive;
+    impl crate::engine::LiveSettings for NoLive {
+        fn set_log_level(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn member(uid: u32) -> Caller {
+        Caller {
+            transport: crate::auth::Transport::Grpc,
+            uid: Some(uid),
+            gid: Some(0),
+            pid: Some(1),
+            bus_name: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_or_root_cancels_a_job() {
+        let t = tempfile::tempdir().unwrap();
+        let main = t.path().join("kiln.toml");
+        std::fs::write(
+            &main,
+            format!(
+                "[storage]\nroot = \"{}\"\n[budget]\nconservative_bytes = 1073741824\n",
+                t.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let sources =
+            crate::config::ConfigSources::new(Some(main), crate::config::Overrides::default());
+        let loaded = crate::config::load(&sources).unwrap();
+        let db = crate::state::StateDb::open(&t.path().join("state")).unwrap();
+        // Members of group root (gid 0) may manage jobs.
+        let e = Engine::new(
+            loaded,
+            sources,
+            db,
+            Box::new(crate::auth::GroupAuthority::new("root")),
+            Box::new(NoLive),
+        )
+        .unwrap();
+        e.start_jobs(ShimCommand {
+            program: "/bin/false".into(),
+            args: Vec::new(),
+        })
+        .await;
+        // The budget is taken, so the jobs stay queued.
+        let _hog = e.budget().reserve("test", e.budget().free_bytes()).unwrap();
+        let request = || JobRequest {
+            argv: vec!["/bin/true".into()],
+            memory_bytes: Some(64 << 20),
+            ..Default::default()
+        };
+        let (alice, bob) = (member(60001), member(60002));
+        let a = e.submit_job(&alice, request()).await.unwrap();
+        assert_eq!(a.state, JobState::Queued, "{a:?}");
+        let denied = e.cancel_job(&bob, a.id).await.unwrap_err();
+        assert_eq!(denied.kind, ErrorKind::PermissionDenied);
+        assert!(denied.message.contains("uid 60001"), "{}", denied.message);
+        assert_eq!(e.get_job(a.id).unwrap().state, JobState::Queued);
+        assert_eq!(
+            e.cancel_job(&alice, a.id).await.unwrap().state,
+            JobState::Cancelled
+        );
+        let b = e.submit_job(&bob, request()).await.unwrap();
+        assert_eq!(
+            e.cancel_job(&member(0), b.id).await.unwrap().state,
+            JobState::Cancelled
+        );
+        let audit = e.db().recent_audit(10).unwrap();
+        let denied: Vec<_> = audit
+            .iter()
+            .filter(|r| r.action == "CancelJob" && r.result == "PermissionDenied")
+            .collect();
+        assert_eq!((denied.len(), denied[0].caller_uid), (1, Some(60002)));
+    }
 
     #[test]
     fn weights_and_config_checks() {
