@@ -53,25 +53,42 @@ impl JobsObject {
         json_reply(&r?)
     }
 
-    /// One job as JSON.
-    async fn get_job(&self, id: u64) -> Result<String, KilnError> {
+    /// One job as JSON (env values only for its owner and root).
+    async fn get_job(
+        &self,
+        id: u64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, KilnError> {
         let start = Instant::now();
-        let r = self.engine.get_job(id);
+        let caller = caller_of(conn, &hdr).await;
+        let r = self.engine.job_for(&caller, id);
         let r = counted(&self.engine, "Jobs.GetJob", start, r);
         json_reply(&r?)
     }
 
-    /// Every job (newest first) as a JSON array.
-    async fn list_jobs(&self) -> Result<String, KilnError> {
+    /// Every job (newest first) as a JSON array (env values only for their owners and root).
+    async fn list_jobs(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, KilnError> {
         let start = Instant::now();
-        let r = self.engine.list_jobs();
+        let caller = caller_of(conn, &hdr).await;
+        let r = self.engine.jobs_for(&caller);
         let r = counted(&self.engine, "Jobs.ListJobs", start, r);
         json_reply(&r?)
     }
 
-    /// A job changed (state, checkpoint); the job as JSON.
+    /// A job changed (state, checkpoint). Broadcast to every listener, so it carries the id,
+    /// state and detail only: `GetJob` gives the rest to whoever may read it.
     #[zbus(signal)]
-    async fn job_changed(emitter: &SignalEmitter<'_>, id: u64, job_json: &str) -> zbus::Result<()>;
+    async fn job_changed(
+        emitter: &SignalEmitter<'_>,
+        id: u64,
+        state: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
 }
 
 pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
@@ -98,8 +115,7 @@ pub async fn serve(conn: &Connection, engine: Engine) -> Result<(), String> {
                 _ => continue,
             };
             for j in jobs {
-                let json = serde_json::to_string(&j).unwrap_or_default();
-                let _ = JobsObject::job_changed(&emitter, j.id, &json).await;
+                let _ = JobsObject::job_changed(&emitter, j.id, j.state.as_str(), &j.detail).await;
             }
         }
     });

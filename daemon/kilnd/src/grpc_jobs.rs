@@ -6,7 +6,7 @@ use kiln_api::kiln::v1::jobs_server::Jobs;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::Engine;
 use kiln_engine::events::Event;
-use kiln_engine::jobs::{CpusRequest, JobInfo, JobRequest, JobSpec};
+use kiln_engine::jobs::{CpusRequest, JobInfo, JobRequest, JobSpec, redacted_for};
 use std::pin::Pin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -114,18 +114,19 @@ impl Jobs for JobsApi {
     }
 
     async fn get(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = caller_of(&req);
         let j = self
             .engine
-            .get_job(req.into_inner().id)
+            .job_for(&caller, req.into_inner().id)
             .map_err(status_of)?;
         Ok(Response::new(job_to_pb(&j)))
     }
 
     async fn list(
         &self,
-        _: Request<pb::ListJobsRequest>,
+        req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.engine.list_jobs().map_err(status_of)?;
+        let jobs = self.engine.jobs_for(&caller_of(&req)).map_err(status_of)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(job_to_pb).collect(),
         }))
@@ -177,13 +178,16 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller_of(&req);
         let only = req.into_inner().id;
         let s = self
             .engine
             .events()
             .into_stream()
             .filter_map(move |e| match e {
-                Event::Job(j) if only == 0 || j.id == only => Some(Ok(job_to_pb(&j))),
+                Event::Job(j) if only == 0 || j.id == only => {
+                    Some(Ok(job_to_pb(&redacted_for(&caller, *j))))
+                }
                 Event::Missed { count } => {
                     Some(Err(Status::data_loss(Event::missed_message(count))))
                 }

@@ -210,6 +210,25 @@ fn memory_used(started: &kiln_jobs::StartedInfo) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// The job's owner, root, or kilnd itself (an internal caller).
+fn owner_or_admin(caller: &Caller, owner: Option<u32>) -> bool {
+    caller.transport == crate::auth::Transport::Internal
+        || caller.uid == Some(0)
+        || owner.is_none()
+        || caller.uid == owner
+}
+
+/// What `caller` may see of a job: its environment values are its owner's (and root's);
+/// others see the names with the values replaced.
+pub fn redacted_for(caller: &Caller, mut job: JobInfo) -> JobInfo {
+    if !owner_or_admin(caller, job.owner_uid) {
+        for v in job.spec.env.values_mut() {
+            *v = "<redacted>".into();
+        }
+    }
+    job
+}
+
 fn final_state(exit: &ExitRecord) -> JobState {
     if exit.success() {
         JobState::Succeeded
@@ -302,6 +321,20 @@ impl Engine {
             EngineError::not_found(format!("no job {id}; `kilnctl jobs list` shows the jobs"))
         })?;
         self.job_info(row)
+    }
+
+    /// One job as `caller` may see it ([`redacted_for`]).
+    pub fn job_for(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+        self.get_job(id).map(|j| redacted_for(caller, j))
+    }
+
+    /// The newest 500 jobs as `caller` may see them ([`redacted_for`]).
+    pub fn jobs_for(&self, caller: &Caller) -> Result<Vec<JobInfo>, EngineError> {
+        Ok(self
+            .list_jobs()?
+            .into_iter()
+            .map(|j| redacted_for(caller, j))
+            .collect())
     }
 
     /// The newest 500 jobs, newest first.
@@ -625,8 +658,7 @@ impl Engine {
         let _ops = self.jobs().ops.lock().await;
         let info = self.get_job(id)?;
         // Managing jobs is not managing everyone's: the owner, root or kilnd itself.
-        let admin = caller.transport == crate::auth::Transport::Internal || caller.uid == Some(0);
-        if !admin && info.owner_uid.is_some() && caller.uid != info.owner_uid {
+        if !owner_or_admin(caller, info.owner_uid) {
             return Err(EngineError::denied(format!(
                 "job {id} belongs to uid {}; only its owner or root may cancel it",
                 info.owner_uid.unwrap_or_default()
@@ -1094,11 +1126,23 @@ mod tests {
         let request = || JobRequest {
             argv: vec!["/bin/true".into()],
             memory_bytes: Some(64 << 20),
+            env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
             ..Default::default()
         };
         let (alice, bob) = (member(60001), member(60002));
         let a = e.submit_job(&alice, request()).await.unwrap();
         assert_eq!(a.state, JobState::Queued, "{a:?}");
+        // Env values are the owner's (and root's) to read.
+        let env = |c: &Caller| e.job_for(c, a.id).unwrap().spec.env["TOKEN"].clone();
+        assert_eq!(env(&alice), "s3cret");
+        assert_eq!(env(&member(0)), "s3cret");
+        assert_eq!(env(&bob), "<redacted>");
+        assert!(
+            e.jobs_for(&bob)
+                .unwrap()
+                .iter()
+                .all(|j| j.spec.env["TOKEN"] == "<redacted>")
+        );
         let denied = e.cancel_job(&bob, a.id).await.unwrap_err();
         assert_eq!(denied.kind, ErrorKind::PermissionDenied);
         assert!(denied.message.contains("uid 60001"), "{}", denied.message);
