@@ -92,6 +92,9 @@ impl Ender {
     }
 }
 
+/// CPUs a `cpu_set_t` holds (CPU_SETSIZE); `CPU_SET` beyond it would index out of bounds.
+const CPU_SET_SIZE: usize = 8 * std::mem::size_of::<libc::cpu_set_t>();
+
 fn run(plan: &LaunchPlan) -> ExitRecord {
     let fail = |detail: String| ExitRecord {
         code: None,
@@ -164,8 +167,13 @@ fn run(plan: &LaunchPlan) -> ExitRecord {
     // Everything the child needs between fork and exec, prepared here (no allocation there).
     // SAFETY: cpu_set_t is plain data, initialised by CPU_ZERO/CPU_SET.
     let mut cpuset: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if let Some(c) = plan.cpus.iter().find(|c| **c >= CPU_SET_SIZE) {
+        return fail(format!(
+            "CPU {c} is beyond the {CPU_SET_SIZE} CPUs an affinity mask here can name"
+        ));
+    }
     for c in &plan.cpus {
-        // SAFETY: CPU_SET on an initialised set; ids beyond the set size are ignored by the kernel mask.
+        // SAFETY: CPU_SET on an initialised set, with every id checked above to fit it.
         unsafe { libc::CPU_SET(*c, &mut cpuset) };
     }
     let pin = !plan.cpus.is_empty();

@@ -192,6 +192,14 @@ fn start_failures_are_reported() {
     };
     let e = spawn(&bad, &plan(t.path(), 7, "true")).unwrap_err();
     assert!(e.message.contains("job supervisor"), "{e}");
+    // A CPU id beyond what an affinity mask holds is refused, not a crash of the shim.
+    let mut p = plan(t.path(), 8, "true");
+    p.cpus = vec![0, 5000];
+    let e = spawn(&shim(), &p).unwrap_err();
+    assert!(
+        e.message.contains("CPU 5000 is beyond the 1024 CPUs"),
+        "{e}"
+    );
 }
 
 #[test]
