@@ -285,7 +285,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| StorageError::io("write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", path, e))
+    fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Make a rename in `dir` durable (fsync of the directory). Filesystems that cannot sync a
+/// directory (some FUSE ones answer EINVAL or ENOSYS) are left as they are.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            Err(StorageError::io("sync directory", dir, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Free bytes available to unprivileged writers on the filesystem holding `p`.
