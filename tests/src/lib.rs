@@ -81,6 +81,8 @@ pub fn copy_fixture(name: &str, dest: &Path) -> PathBuf {
 
 /// The private bus of kiln-testkit.
 pub use kiln_testkit::bus::PrivateBus;
+/// The tests' runtime (kiln-testkit).
+pub use kiln_testkit::runtime;
 
 /// A running kilnd with its own state dir and socket.
 pub struct Kilnd {

@@ -179,10 +179,7 @@ fn ncs2_hotplug_reaches_dbus_and_the_watch_stream() {
         .unwrap();
     let watch_lines = lines_of(&mut watch);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let conn = bus.connect().await;
         let rule = zbus::MatchRule::builder()

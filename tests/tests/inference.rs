@@ -670,10 +670,7 @@ fn the_bus_offers_models_with_the_same_fields_as_grpc() {
         ..Default::default()
     });
     let grpc = ok_json(&k, &["models", "list", "--json"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let p = bus
             .kiln_proxy("/org/kiln/Kiln1/models", "org.kiln.Kiln1.Models")

@@ -383,10 +383,7 @@ fn a_job_with_only_argv_gets_the_same_defaults_over_dbus_and_grpc() {
         socket: Some(t.path().join("kiln.sock")),
         ..Default::default()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     let argv = || vec!["sh".to_string(), "-c".into(), "echo defaults".into()];
     let (over_grpc, over_dbus): (Value, Value) = rt.block_on(async {
         let mut c = JobsClient::new(kilnctl::client::connect(&k.socket).await.unwrap());

@@ -340,10 +340,7 @@ fn dbus_properties_via_busctl_and_zbus_and_audited_reload() {
         format!("s \"{}\"", env!("CARGO_PKG_VERSION"))
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let conn = bus.connect().await;
         let m = ManagerProxy::new(&conn).await.unwrap();
@@ -386,10 +383,7 @@ fn state_change_is_published_as_properties_changed() {
         bus: Some(bus.address.clone()),
         ..Default::default()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let conn = bus.connect().await;
         let rule = zbus::MatchRule::builder()
@@ -434,10 +428,7 @@ fn one_connection_holds_at_most_max_concurrent_streams_and_others_are_served() {
         config: Some(conf),
         ..Default::default()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let busy = kilnctl::client::connect(&k.socket).await.unwrap();
         // Four long-lived watches fill the connection's streams.

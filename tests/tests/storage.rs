@@ -509,10 +509,7 @@ fn dbus_storage_object_and_metrics() {
         &format!("[metrics]\nlisten = \"unix:{}\"\n", msock.display()),
         Some(bus.address.clone()),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = kiln_tests::runtime();
     rt.block_on(async {
         let p = bus
             .kiln_proxy("/org/kiln/Kiln1/storage", "org.kiln.Kiln1.Storage")

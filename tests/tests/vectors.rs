@@ -50,10 +50,7 @@ fn refused(k: &Kilnd, args: &[&str], needles: &[&str]) {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    kiln_tests::runtime()
 }
 
 async fn client(k: &Kilnd) -> VectorsClient<tonic::transport::Channel> {

@@ -321,6 +321,21 @@ fn take_lock(dir: &Path) -> Result<File, StateError> {
 
 #[cfg(test)]
 mod tests {
+    fn audit_row(time: &str) -> AuditRow {
+        AuditRow {
+            time: time.into(),
+            transport: "grpc".into(),
+            caller_uid: Some(1000),
+            caller_gid: Some(1000),
+            caller_pid: Some(42),
+            caller_name: None,
+            action: "Reload".into(),
+            args: "".into(),
+            result: "ok".into(),
+            detail: "".into(),
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -374,19 +389,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let db = StateDb::open(t.path()).unwrap();
         for i in 0..3 {
-            db.insert_audit(&AuditRow {
-                time: format!("t{i}"),
-                transport: "grpc".into(),
-                caller_uid: Some(1000),
-                caller_gid: Some(1000),
-                caller_pid: Some(42),
-                caller_name: None,
-                action: "Reload".into(),
-                args: "".into(),
-                result: "ok".into(),
-                detail: "".into(),
-            })
-            .unwrap();
+            db.insert_audit(&audit_row(&format!("t{i}"))).unwrap();
         }
         let rows = db.recent_audit(2).unwrap();
         assert_eq!(rows.len(), 2);
@@ -398,19 +401,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let db = StateDb::open(t.path()).unwrap();
         for time in ["2026-01-01T00:00:00.000Z", "2026-06-01T00:00:00.000Z"] {
-            db.insert_audit(&AuditRow {
-                time: time.into(),
-                transport: "grpc".into(),
-                caller_uid: None,
-                caller_gid: None,
-                caller_pid: None,
-                caller_name: None,
-                action: "Reload".into(),
-                args: "".into(),
-                result: "ok".into(),
-                detail: "".into(),
-            })
-            .unwrap();
+            db.insert_audit(&audit_row(time)).unwrap();
         }
         let job = |state: &str, submitted: &str, finished: Option<&str>| {
             db.with(|c| {

@@ -1,9 +1,17 @@
-//! Harnesses that more than one test suite uses: zfs-fuse pools, a private bus. Each one owns what it starts and
+//! Harnesses that more than one test suite uses: zfs-fuse pools, a private bus, a runtime. Each one owns what it starts and
 //! stops it when dropped, also when the test fails, so no run depends on what an
 //! earlier one left behind.
 
 pub mod bus;
 pub mod zfs;
+
+/// A current-thread tokio runtime with time and I/O, for a test's async calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
 /// Deterministic pseudo-random bytes (xorshift), for file contents that must compare exactly.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {

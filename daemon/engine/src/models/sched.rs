@@ -378,10 +378,11 @@ mod tests {
         }
     }
 
-    fn scheduler() -> Scheduler {
+    /// One worker, no batching, at most two requests waiting.
+    fn scheduler(runner: Arc<dyn Runner>) -> Scheduler {
         Scheduler::start(
             "test model",
-            Arc::new(Doubler),
+            runner,
             Arc::new(Stats::new("m", 1, "CPU", "f32")),
             Ledger::new(1 << 30, 100.0),
             Batching {
@@ -400,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_inference_fails_its_request_and_the_worker_serves_the_next() {
-        let s = scheduler();
+        let s = scheduler(Arc::new(Doubler));
         let ok = s.submit(x(1.5), 1).unwrap().await.unwrap().unwrap();
         assert_eq!(ok[0].1.to_f32().unwrap(), [3.0, 3.0]);
         let bad = s.submit(x(-1.0), 1).unwrap().await.unwrap().unwrap_err();
@@ -429,19 +430,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_with_its_depth_and_serves_what_it_took() {
         let gate = Arc::new(Gate(Mutex::new(false), Condvar::new()));
-        let s = Scheduler::start(
-            "gated",
-            gate.clone(),
-            Arc::new(Stats::new("m", 1, "CPU", "f32")),
-            Ledger::new(1 << 30, 100.0),
-            Batching {
-                max_batch: 1,
-                max_queue_delay: Duration::ZERO,
-                max_queue: 2,
-            },
-            &ThreadPlacement::default(),
-        )
-        .unwrap();
+        let s = scheduler(gate.clone());
         let first = s.submit(x(1.0), 1).unwrap();
         // Wait until the worker holds the first request (blocked in the gate).
         while !s.lock().is_empty() {
