@@ -618,7 +618,18 @@ fn dbus_vectors_object_creates_adds_searches_and_refuses_bad_input() {
             .collect();
         assert_eq!(ids, [10, 30], "{hits:#}");
         let list: String = p.call("ListCollections", &()).await.unwrap();
-        assert!(list.contains("\"notes\""), "{list}");
+        let list: Value = serde_json::from_str(&list).unwrap();
+        // The bus and gRPC (kilnctl --json) show the same fields, the reservation included.
+        let grpc = ok_json(&k, &["vectors", "list", "--json"]);
+        let over_grpc = &grpc["collections"][0];
+        assert_eq!(over_grpc["name"], "notes", "{grpc:#}");
+        for (key, value) in over_grpc.as_object().unwrap() {
+            assert_eq!(&list[0][key], value, "field {key}: {list:#} vs {grpc:#}");
+        }
+        assert!(
+            list[0]["reservation_bytes"].as_u64().unwrap() > 0,
+            "{list:#}"
+        );
 
         // A row of the wrong length is refused with the reason; nothing changes.
         let e = p

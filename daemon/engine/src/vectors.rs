@@ -14,6 +14,14 @@ use crate::error::EngineError;
 use crate::models::{InferInput, InferRequest, ModelState};
 use kiln_openvino::{Dtype, Values};
 pub use kiln_vectors::{CollectionInfo, Hit};
+
+/// A collection as every transport shows it: the store's figures and its UMA reservation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Collection {
+    #[serde(flatten)]
+    pub info: CollectionInfo,
+    pub reservation_bytes: u64,
+}
 use kiln_vectors::{Metric, PoolConfig, Quantisation, StoreOptions, VectorError, VectorStore};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -376,7 +384,7 @@ impl Engine {
         dim: u64,
         metric: &str,
         quantisation: &str,
-    ) -> Result<CollectionInfo, EngineError> {
+    ) -> Result<Collection, EngineError> {
         let args =
             format!("collection={name} dim={dim} metric={metric} quantisation={quantisation}");
         let engine = self.clone();
@@ -407,7 +415,13 @@ impl Engine {
                 "dim={} metric={} quantisation={}",
                 info.dim, info.metric, info.quantisation
             );
-            Ok((info, d))
+            Ok((
+                Collection {
+                    info,
+                    reservation_bytes: 0,
+                },
+                d,
+            ))
         })
         .await
     }
@@ -496,14 +510,28 @@ impl Engine {
             .map_err(vec_err)
     }
 
-    /// Count, dimension, metric, memory and disk use of one collection.
-    pub fn vectors_stats(&self, name: &str) -> Result<CollectionInfo, EngineError> {
-        self.vectors_service()?.store.stats(name).map_err(vec_err)
+    /// Count, dimension, metric, memory and disk use of one collection, and its reservation.
+    pub fn vectors_stats(&self, name: &str) -> Result<Collection, EngineError> {
+        let info = self.vectors_service()?.store.stats(name).map_err(vec_err)?;
+        Ok(self.with_reservation(info))
     }
 
-    /// Every collection, by name.
-    pub fn vectors_list(&self) -> Result<Vec<CollectionInfo>, EngineError> {
-        Ok(self.vectors_service()?.store.list())
+    /// Every collection, by name, with its reservation.
+    pub fn vectors_list(&self) -> Result<Vec<Collection>, EngineError> {
+        Ok(self
+            .vectors_service()?
+            .store
+            .list()
+            .into_iter()
+            .map(|i| self.with_reservation(i))
+            .collect())
+    }
+
+    fn with_reservation(&self, info: CollectionInfo) -> Collection {
+        Collection {
+            reservation_bytes: self.vectors_reservation(&info.name),
+            info,
+        }
     }
 
     /// Bytes reserved in the UMA budget for a collection (0 when it holds none).
@@ -734,7 +762,7 @@ impl Engine {
         k: i64,
         model: Option<&str>,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
-        let info = self.vectors_stats(name)?;
+        let info = self.vectors_stats(name)?.info;
         if k <= 0 {
             return Err(vec_err(VectorError::InvalidK(k)));
         }

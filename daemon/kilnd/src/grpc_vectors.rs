@@ -5,7 +5,7 @@ use crate::grpc::{caller_of, status_of};
 use kiln_api::kiln::v1::vectors_server::Vectors as VectorsService;
 use kiln_api::kiln::v1::{self as pb};
 use kiln_engine::Engine;
-use kiln_engine::vectors::{CollectionInfo, Hit};
+use kiln_engine::vectors::{Collection, Hit};
 use tonic::{Request, Response, Status};
 
 pub struct VectorsApi {
@@ -21,9 +21,13 @@ fn metadata(m: Vec<String>) -> Option<Vec<String>> {
     if m.is_empty() { None } else { Some(m) }
 }
 
-fn info_to_pb(engine: &Engine, c: CollectionInfo) -> pb::CollectionInfo {
+fn info_to_pb(c: Collection) -> pb::CollectionInfo {
+    let Collection {
+        info: c,
+        reservation_bytes,
+    } = c;
     pb::CollectionInfo {
-        reservation_bytes: engine.vectors_reservation(&c.name),
+        reservation_bytes,
         name: c.name,
         dim: c.dim as u64,
         metric: c.metric.to_string(),
@@ -66,7 +70,7 @@ impl VectorsService for VectorsApi {
             .vectors_create(&caller, &r.name, r.dim, &r.metric, &r.quantisation)
             .await
             .map_err(status_of)?;
-        Ok(Response::new(info_to_pb(&self.engine, c)))
+        Ok(Response::new(info_to_pb(c)))
     }
 
     async fn drop_collection(
@@ -137,7 +141,7 @@ impl VectorsService for VectorsApi {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let r = req.into_inner();
         let c = self.engine.vectors_stats(&r.name).map_err(status_of)?;
-        Ok(Response::new(info_to_pb(&self.engine, c)))
+        Ok(Response::new(info_to_pb(c)))
     }
 
     async fn list(
@@ -147,10 +151,7 @@ impl VectorsService for VectorsApi {
         let list = self.engine.vectors_list().map_err(status_of)?;
         let st = self.engine.vectors_status().map_err(status_of)?;
         Ok(Response::new(pb::ListCollectionsResponse {
-            collections: list
-                .into_iter()
-                .map(|c| info_to_pb(&self.engine, c))
-                .collect(),
+            collections: list.into_iter().map(info_to_pb).collect(),
             threads: st.threads as u64,
             cpus: st.cpus.iter().map(|c| *c as u64).collect(),
             isa: st.isa,
