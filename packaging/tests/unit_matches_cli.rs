@@ -58,3 +58,21 @@ fn kilnctl_defaults_to_the_units_socket() {
     );
     assert_eq!(cli.bus.as_deref(), Some("system"));
 }
+
+#[test]
+fn the_unit_bounds_kilnd_s_memory_below_the_whole_machine() {
+    let u = unit();
+    let pct = |key: &str| -> u32 {
+        let v = u
+            .get("Service", key)
+            .unwrap_or_else(|| panic!("{key} missing"));
+        v.strip_suffix('%')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key}={v}: expected a share of RAM such as 90%"))
+    };
+    let (high, max) = (pct("MemoryHigh"), pct("MemoryMax"));
+    assert!(
+        high < max && max < 100,
+        "MemoryHigh={high}% MemoryMax={max}%"
+    );
+}
