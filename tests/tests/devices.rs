@@ -233,3 +233,81 @@ fn ncs2_hotplug_reaches_dbus_and_the_watch_stream() {
         "{text}"
     );
 }
+
+#[test]
+fn the_bus_and_grpc_show_the_same_fields_for_every_device() {
+    use kiln_api::kiln::v1::ListDevicesRequest;
+    use kiln_api::kiln::v1::devices_client::DevicesClient;
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    let tree = repo_root().join("tests/fixtures/latitude-5450");
+    let hal = format!("[hal]\nroot = \"{}\"\n", tree.display());
+    std::fs::write(&conf, test_config(t.path(), &hal)).unwrap();
+    let bus = PrivateBus::start();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        bus: Some(bus.address.clone()),
+        ..Default::default()
+    });
+    kiln_tests::runtime().block_on(async {
+        let mut c = DevicesClient::new(kilnctl::client::connect(&k.socket).await.unwrap());
+        let devices = c
+            .list(ListDevicesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .devices;
+        assert!(devices.len() >= 4, "{devices:?}");
+        let conn = bus.connect().await;
+        let without_utilisation = |s: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+            v.as_object_mut().unwrap().remove("utilisation");
+            v
+        };
+        for d in devices {
+            // Object path labels escape every byte outside [A-Za-z0-9] as _xx.
+            let label: String =
+                d.id.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() {
+                            (b as char).to_string()
+                        } else {
+                            format!("_{b:02x}")
+                        }
+                    })
+                    .collect();
+            let path = format!("/org/kiln/Kiln1/devices/{label}");
+            let p = zbus::Proxy::new(
+                &conn,
+                "org.kiln.Kiln1",
+                path.clone(),
+                "org.kiln.Kiln1.Device",
+            )
+            .await
+            .unwrap();
+            let s = |name: &'static str| {
+                let p = p.clone();
+                async move {
+                    p.get_property::<String>(name)
+                        .await
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                }
+            };
+            assert_eq!(s("Id").await, d.id, "{path}");
+            assert_eq!(s("Kind").await, d.kind, "{}", d.id);
+            assert_eq!(s("Name").await, d.name, "{}", d.id);
+            assert_eq!(s("HwId").await, d.hw_id, "{}", d.id);
+            assert_eq!(s("Driver").await, d.driver, "{}", d.id);
+            assert_eq!(s("Health").await, d.health, "{}", d.id);
+            assert_eq!(s("HealthDetail").await, d.health_detail, "{}", d.id);
+            let caps: Vec<String> = p.get_property("Capabilities").await.unwrap();
+            assert_eq!(caps, d.capabilities, "{}", d.id);
+            assert_eq!(
+                without_utilisation(&s("Json").await),
+                without_utilisation(&d.json),
+                "{}",
+                d.id
+            );
+        }
+    });
+}
