@@ -465,3 +465,61 @@ fn one_connection_holds_at_most_max_concurrent_streams_and_others_are_served() {
         );
     });
 }
+
+#[test]
+fn a_header_flood_closes_that_connection_and_others_are_served() {
+    use std::io::{Read, Write};
+    let k = Kilnd::start(Start::default());
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", k.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss_kib();
+    let mut s = std::os::unix::net::UnixStream::connect(&k.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end the block.
+    let frame = |ty: u8, payload: &[u8]| {
+        let n = payload.len();
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, ty, 0, 0, 0, 0, 1];
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut sent = 0usize;
+    let mut closed = s.write_all(&frame(0x1, &[0x00; 1000])).is_err();
+    while !closed && sent < 64 << 20 {
+        closed = s.write_all(&frame(0x9, &[0x00; 16_000])).is_err();
+        sent += 16_009;
+    }
+    // kilnd ended that connection: writes fail, or a read sees its end.
+    let mut buf = [0u8; 65536];
+    let ended = closed
+        || loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => continue,
+            }
+        };
+    assert!(
+        ended,
+        "the flooding connection stayed open after {sent} bytes"
+    );
+    assert!(
+        sent < 8 << 20,
+        "kilnd read {sent} bytes of one header block before closing"
+    );
+    // Everyone else is served, and kilnd holds no more than it did.
+    let out = k.kilnctl(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 10 * 1024, "kilnd grew by {grown} KiB");
+}

@@ -10,9 +10,12 @@
 //!   and the block re-encoded as literals without indexing, so the server's decoder table is
 //!   never used. Other frames and the write direction pass through untouched.
 //!
-//! Undecodable input is passed through for the server to judge; a header block above
-//! [`MAX_BLOCK`] too. It can go once h2 can be told to accept such authorities
-//! (hyperium/h2#487). Touches one connection and nothing else.
+//! Undecodable input is passed through for the server to judge. Input that would make this
+//! reader hold more than a bounded amount closes the connection (a read error): a frame
+//! above [`MAX_FRAME`], a header block above [`MAX_BLOCK`] (an endless CONTINUATION run), a
+//! decoded header list above [`MAX_HEADER_LIST`]; the HPACK table stays at 4096 bytes. It can
+//! go once h2 can be told to accept such authorities (hyperium/h2#487). Touches one
+//! connection and nothing else.
 
 use std::io;
 use std::pin::Pin;
@@ -27,11 +30,14 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// The HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which the server keeps.
-const MAX_FRAME: usize = 16_384;
-/// The largest header block (with its CONTINUATIONs) that is decoded; h2 refuses far smaller
-/// header lists anyway.
-pub const MAX_BLOCK: usize = 256 * 1024;
+/// The HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which the server keeps: no client may send more.
+pub const MAX_FRAME: usize = 16_384;
+/// The largest header block (HEADERS with its CONTINUATIONs) read.
+pub const MAX_BLOCK: usize = 64 * 1024;
+/// The largest decoded header list (RFC 7541 size: name + value + 32 per field).
+pub const MAX_HEADER_LIST: usize = 16 * 1024;
+/// SETTINGS_HEADER_TABLE_SIZE as the server advertises it (the default).
+const HPACK_TABLE: usize = 4096;
 /// How much is read from the socket at a time while frames are parsed.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -59,19 +65,24 @@ pub struct AuthorityFix<S> {
     /// as received).
     pending: Option<(u32, u8, Vec<u8>, Vec<u8>)>,
     eof: bool,
+    /// A limit was passed: the connection ends with this error.
+    refused: Option<String>,
 }
 
 impl<S> AuthorityFix<S> {
     pub fn new(inner: S) -> Self {
+        let mut decoder = loona_hpack::Decoder::new();
+        decoder.set_max_allowed_table_size(HPACK_TABLE);
         AuthorityFix {
             inner,
             raw: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
             mode: Mode::Preface,
-            decoder: loona_hpack::Decoder::new(),
+            decoder,
             pending: None,
             eof: false,
+            refused: None,
         }
     }
 
@@ -101,6 +112,12 @@ impl<S> AuthorityFix<S> {
         while self.raw.len() - pos >= 9 && self.mode != Mode::Passthrough {
             let h = &self.raw[pos..pos + 9];
             let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            if len > MAX_FRAME {
+                self.refuse(format!(
+                    "HTTP/2 frame of {len} bytes is above the {MAX_FRAME}-byte maximum frame size"
+                ));
+                return;
+            }
             if self.raw.len() - pos < 9 + len {
                 break;
             }
@@ -133,13 +150,17 @@ impl<S> AuthorityFix<S> {
                 }
             };
             if block.len() > MAX_BLOCK {
-                self.out.extend_from_slice(&frames);
-                self.give_up(pos);
+                self.refuse(format!(
+                    "HTTP/2 header block above {MAX_BLOCK} bytes (CONTINUATION frames without end)"
+                ));
                 return;
             }
             if !ends_block {
                 self.pending = Some((stream, flags, block, frames));
             } else if !self.emit_block(stream, flags, &block, &frames) {
+                if self.refused.is_some() {
+                    return;
+                }
                 self.out.extend_from_slice(&frames);
                 self.give_up(pos);
                 return;
@@ -149,6 +170,14 @@ impl<S> AuthorityFix<S> {
         if self.mode == Mode::Passthrough {
             self.out.append(&mut self.raw);
         }
+    }
+
+    /// End the connection: nothing more is read or passed on.
+    fn refuse(&mut self, why: String) {
+        tracing::warn!("closing an HTTP/2 connection: {why}");
+        self.refused = Some(why);
+        self.raw = Vec::new();
+        self.pending = None;
     }
 
     /// Pass everything from `raw[pos..]` on through, untouched.
@@ -166,6 +195,13 @@ impl<S> AuthorityFix<S> {
         let Ok(headers) = self.decoder.decode(block) else {
             return false;
         };
+        let size: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        if size > MAX_HEADER_LIST {
+            self.refuse(format!(
+                "HTTP/2 header list of {size} bytes is above the {MAX_HEADER_LIST}-byte limit"
+            ));
+            return false;
+        }
         let bad = |name: &[u8], value: &[u8]| name == b":authority" && !valid_authority(value);
         if self.mode == Mode::FirstBlock {
             if !headers.iter().any(|(n, v)| bad(n, v)) {
@@ -300,6 +336,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                         // SAFETY: `ReadBuf` initialised the `got` bytes after `had`.
                         unsafe { this.raw.set_len(had + got) };
                         this.process();
+                        if let Some(why) = this.refused.take() {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                why,
+                            )));
+                        }
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -423,24 +465,46 @@ mod tests {
         assert_eq!(f.out, input);
     }
 
-    #[test]
-    fn an_oversized_header_block_is_passed_through_for_the_server_to_refuse() {
-        let big = vec![b'a'; MAX_BLOCK + 1];
-        let mut input = PREFACE.to_vec();
-        let b = block(&[(b":authority", b"x%2Fy"), (b"x-big", &big)], false);
-        let mut chunks = b.chunks(MAX_FRAME).peekable();
-        let mut first = true;
-        while let Some(c) = chunks.next() {
-            let ty = if first { HEADERS } else { CONTINUATION };
-            let fl = if chunks.peek().is_none() {
-                END_HEADERS
-            } else {
-                0
-            };
-            input.extend(frame(ty, fl, 1, c));
-            first = false;
+    /// Feeds `input` until the reader refuses; returns why and how much it held.
+    fn refused(input: &[u8]) -> (String, usize) {
+        let mut f = AuthorityFix::new(());
+        for chunk in input.chunks(4096) {
+            f.raw.extend_from_slice(chunk);
+            f.process();
+            if let Some(why) = f.refused.take() {
+                return (why, f.raw.capacity() + f.out.len());
+            }
         }
-        assert_eq!(run(&input), input);
+        panic!("not refused");
+    }
+
+    #[test]
+    fn input_past_a_limit_closes_the_connection_with_little_held() {
+        // A frame declaring 16 MiB: refused at its 9-byte header, nothing buffered.
+        let mut big = PREFACE.to_vec();
+        big.extend_from_slice(&[0xff, 0xff, 0xff, HEADERS, 0, 0, 0, 0, 1]);
+        big.extend(vec![0u8; 8192]);
+        let (why, held) = refused(&big);
+        assert!(why.contains("maximum frame size"), "{why}");
+        assert!(held < 64 * 1024, "{held}");
+        // An endless CONTINUATION run: refused past MAX_BLOCK.
+        let mut flood = PREFACE.to_vec();
+        let h = block(&[(b":authority", b"x%2Fy")], false);
+        flood.extend(frame(HEADERS, 0, 1, &h));
+        for _ in 0..100 {
+            flood.extend(frame(CONTINUATION, 0, 1, &[0x00; 16_000]));
+        }
+        let (why, held) = refused(&flood);
+        assert!(why.contains("CONTINUATION"), "{why}");
+        assert!(held < 2 * MAX_BLOCK + MAX_FRAME, "{held}");
+        // A header list that decodes past 16 KiB (in one frame, 16,360-byte value).
+        let mut wide = PREFACE.to_vec();
+        let value = vec![b'a'; 16_360];
+        let b = block(&[(b"x-big", &value)], false);
+        assert!(b.len() <= MAX_FRAME);
+        wide.extend(frame(HEADERS, END_HEADERS, 1, &b));
+        let (why, _) = refused(&wide);
+        assert!(why.contains("header list"), "{why}");
     }
 
     #[test]
@@ -488,16 +552,13 @@ mod tests {
     }
 
     #[test]
-    fn long_header_blocks_are_split_into_continuations() {
-        let big = vec![b'a'; 40_000];
+    fn a_header_table_larger_than_advertised_is_not_kept() {
+        // A dynamic table size update to 65536 (above the 4096 advertised) does not decode
+        // here: the block passes for the server to refuse, and no such table is kept.
         let mut input = PREFACE.to_vec();
-        input.extend(frame(
-            HEADERS,
-            END_HEADERS,
-            1,
-            &block(&[(b"x-big", &big)], false),
-        ));
-        let out = run(&input);
-        assert_eq!(decode_all(&out)[0][0].1, big);
+        let mut b = vec![0x3f, 0xe1, 0xff, 0x03];
+        b.extend(block(&[(b":authority", b"x%2Fy")], true));
+        input.extend(frame(HEADERS, END_HEADERS, 1, &b));
+        assert_eq!(run(&input), input);
     }
 }

@@ -330,6 +330,8 @@ pub async fn serve(
     let streams = engine.config().daemon.max_concurrent_streams;
     tonic::transport::Server::builder()
         .max_concurrent_streams(streams)
+        // Connections the rewriter passes through get the same header-list limit from h2.
+        .http2_max_header_list_size(kiln_h2_authority::MAX_HEADER_LIST as u32)
         .layer(CallLayer { engine })
         .add_service(inference)
         .add_service(models)
