@@ -105,6 +105,19 @@ pub struct Start {
     pub extra_args: Vec<String>,
 }
 
+impl Start {
+    /// `config`, with state and socket in `dir` and, when given, the private bus `bus`.
+    pub fn in_dir(dir: &Path, config: PathBuf, bus: Option<&PrivateBus>) -> Start {
+        Start {
+            config: Some(config),
+            bus: bus.map(|b| b.address.clone()),
+            state_dir: Some(dir.join("state")),
+            socket: Some(dir.join("kiln.sock")),
+            ..Default::default()
+        }
+    }
+}
+
 impl Kilnd {
     pub fn start(opts: Start) -> Kilnd {
         match Self::try_start(opts) {

@@ -662,13 +662,7 @@ fn the_bus_offers_models_with_the_same_fields_as_grpc() {
         msock.display()
     );
     std::fs::write(&conf, test_config(t.path(), &body)).unwrap();
-    let k = Kilnd::start(Start {
-        config: Some(conf),
-        bus: Some(bus.address.clone()),
-        state_dir: Some(t.path().join("state")),
-        socket: Some(t.path().join("kiln.sock")),
-        ..Default::default()
-    });
+    let k = Kilnd::start(Start::in_dir(t.path(), conf, Some(&bus)));
     let grpc = ok_json(&k, &["models", "list", "--json"]);
     let rt = kiln_tests::runtime();
     rt.block_on(async {

@@ -376,13 +376,7 @@ fn a_job_with_only_argv_gets_the_same_defaults_over_dbus_and_grpc() {
     let t = tempfile::tempdir().unwrap();
     let conf = t.path().join("kiln.toml");
     std::fs::write(&conf, test_config(t.path(), "")).unwrap();
-    let k = Kilnd::start(Start {
-        config: Some(conf),
-        bus: Some(bus.address.clone()),
-        state_dir: Some(t.path().join("state")),
-        socket: Some(t.path().join("kiln.sock")),
-        ..Default::default()
-    });
+    let k = Kilnd::start(Start::in_dir(t.path(), conf, Some(&bus)));
     let rt = kiln_tests::runtime();
     let argv = || vec!["sh".to_string(), "-c".into(), "echo defaults".into()];
     let (over_grpc, over_dbus): (Value, Value) = rt.block_on(async {

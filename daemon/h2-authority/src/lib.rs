@@ -312,6 +312,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            // Past a limit: what was accepted before has gone out; every read now fails.
+            if let Some(why) = &this.refused {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())));
+            }
             if this.mode == Mode::Passthrough && this.raw.is_empty() {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
@@ -336,12 +340,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                         // SAFETY: `ReadBuf` initialised the `got` bytes after `had`.
                         unsafe { this.raw.set_len(had + got) };
                         this.process();
-                        if let Some(why) = this.refused.take() {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                why,
-                            )));
-                        }
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
