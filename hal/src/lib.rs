@@ -15,6 +15,7 @@ mod json;
 mod memory;
 mod monitor;
 mod ncs2;
+pub mod ports;
 mod power;
 mod sample;
 mod tree;

@@ -152,12 +152,26 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Engine {
+    /// An engine on the drivers its configuration asks for.
     pub fn new(
         loaded: LoadedConfig,
         sources: ConfigSources,
         db: StateDb,
         authority: Box<dyn Authority>,
         live: Box<dyn LiveSettings>,
+    ) -> Result<Engine, String> {
+        let ports = crate::wiring::Ports::from_config(&loaded.config);
+        Engine::with_ports(loaded, sources, db, authority, live, ports)
+    }
+
+    /// An engine on the given port implementations (fakes, in tests).
+    pub fn with_ports(
+        loaded: LoadedConfig,
+        sources: ConfigSources,
+        db: StateDb,
+        authority: Box<dyn Authority>,
+        live: Box<dyn LiveSettings>,
+        ports: crate::wiring::Ports,
     ) -> Result<Engine, String> {
         let (state, _) = watch::channel(DaemonState::Starting);
         let cfg = &loaded.config;
@@ -185,7 +199,7 @@ impl Engine {
                 storage,
                 budget,
                 devices,
-                models: crate::models::ModelsHub::new(),
+                models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(),
                 events: crate::events::EventBus::default(),
                 vectors: crate::vectors::VectorsHub::new(),

@@ -16,8 +16,11 @@ pub mod metrics;
 pub mod models;
 pub mod state;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod threads;
 pub mod vectors;
+pub mod wiring;
 
 pub use auth::{Action, Authority, Caller, GroupAuthority};
 pub use config::{Config, ConfigError, ConfigSources, LoadedConfig, Overrides};
@@ -26,6 +29,7 @@ pub use engine::{
 };
 pub use error::{EngineError, ErrorKind};
 pub use threads::ThreadPlacement;
+pub use wiring::Ports;
 
 /// The daemon's version, shown in status, D-Bus and ServerMetadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

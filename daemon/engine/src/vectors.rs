@@ -12,7 +12,7 @@ use crate::budget::{Reservation, gib};
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
 use crate::models::{InferInput, InferRequest, ModelState};
-use kiln_openvino::{Dtype, Values};
+use kiln_hal::ports::{Dtype, Values};
 pub use kiln_vectors::{CollectionInfo, Hit};
 
 /// A collection as every transport shows it: the store's figures and its UMA reservation.

@@ -2,16 +2,15 @@
 //! `OPTIMAL_NUMBER_OF_INFER_REQUESTS`, so any number of threads can infer concurrently.
 //! Validates every input before it reaches OpenVINO. Calls OpenVINO only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 use openvino::{InferRequest, PropertyKey, RwPropertyKey};
 use openvino_sys::{ov_shape_t, ov_status_e, ov_tensor_set_shape, ov_tensor_t};
 
 use crate::error::{OvError, Result};
-use crate::model::{PortInfo, names};
-use crate::tensor::{Dtype, Tensor, TensorView};
+use crate::model::{names, port_from_node};
+use crate::types::dtype_of;
+use kiln_hal::ports::{Calibration, PortInfo, Tensor, TensorView, calibrate_with_shapes};
 
 /// A compiled model with its request pool. `Send + Sync`: share it behind an `Arc`.
 pub struct CompiledModel {
@@ -251,7 +250,7 @@ impl CompiledModel {
             let ty = t
                 .get_element_type()
                 .map_err(|e| OvError::runtime(format!("read type of output {}", port.name), e))?;
-            let dtype = Dtype::from_element_type(ty, &format!("output {}", port.name))?;
+            let dtype = dtype_of(ty, &format!("output {}", port.name))?;
             let shape = t
                 .get_shape()
                 .map_err(|e| OvError::runtime(format!("read shape of output {}", port.name), e))?
@@ -318,27 +317,16 @@ fn compiled_ports(inner: &openvino::CompiledModel) -> Result<(Vec<PortInfo>, Vec
         let node = inner
             .get_input_by_index(i)
             .map_err(|e| OvError::runtime(format!("get compiled input {i}"), e))?;
-        inputs.push(PortInfo::from_node(&node, i, "input")?);
+        inputs.push(port_from_node(&node, i, "input")?);
     }
     let mut outputs = Vec::with_capacity(n_out);
     for i in 0..n_out {
         let node = inner
             .get_output_by_index(i)
             .map_err(|e| OvError::runtime(format!("get compiled output {i}"), e))?;
-        outputs.push(PortInfo::from_node(&node, i, "output")?);
+        outputs.push(port_from_node(&node, i, "output")?);
     }
     Ok((inputs, outputs))
-}
-
-/// Result of a calibration run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
-    /// Inferences completed per second across the whole pool.
-    pub per_second: f64,
-    /// Inferences timed (a warm-up run is excluded).
-    pub iterations: u64,
-    /// Wall time of the timed part.
-    pub elapsed: Duration,
 }
 
 /// Measure throughput on all-zero inputs of the model's static input shapes, running as many
@@ -356,60 +344,5 @@ pub fn calibrate(compiled: &CompiledModel, iterations: u32) -> Result<Calibratio
             p.name, p.shape
         )));
     }
-    calibrate_with_shapes(compiled, &shapes, iterations)
-}
-
-/// Like [`calibrate`], with explicit input shapes (for dynamic models).
-pub fn calibrate_with_shapes(
-    compiled: &CompiledModel,
-    shapes: &[(&str, &[i64])],
-    iterations: u32,
-) -> Result<Calibration> {
-    if iterations == 0 {
-        return Err(OvError::InvalidInput(
-            "calibration needs at least one iteration".into(),
-        ));
-    }
-    let mut inputs = Vec::with_capacity(shapes.len());
-    for (name, shape) in shapes {
-        let port = compiled
-            .inputs()
-            .iter()
-            .find(|p| p.name == *name)
-            .ok_or_else(|| {
-                OvError::InvalidInput(format!(
-                    "calibration shape for unknown input {name:?}; inputs are {}",
-                    names(compiled.inputs())
-                ))
-            })?;
-        inputs.push((port.name.clone(), Tensor::zeros(port.dtype, shape)?));
-    }
-    // Warm-up (first inference allocates and may JIT).
-    compiled.infer(&inputs)?;
-    let done = AtomicU64::new(0);
-    let total = u64::from(iterations);
-    let threads = compiled.pool_size().min(iterations as usize).max(1);
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    while done.fetch_add(1, Ordering::Relaxed) < total {
-                        compiled.infer(&inputs)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .unwrap_or_else(|_| Err(OvError::runtime("calibrate", "a worker panicked")))
-        })
-    })?;
-    let elapsed = start.elapsed();
-    Ok(Calibration {
-        per_second: total as f64 / elapsed.as_secs_f64().max(1e-9),
-        iterations: total,
-        elapsed,
-    })
+    Ok(calibrate_with_shapes(compiled, &shapes, iterations)?)
 }

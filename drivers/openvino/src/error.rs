@@ -4,18 +4,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// How an engine should classify an error (maps onto gRPC status codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The runtime library or a model file is missing.
-    NotFound,
-    /// The caller sent something wrong (tensor names, dtypes, shapes, sizes, device names).
-    InvalidArgument,
-    /// The runtime or model cannot do what was asked (unsupported dtype, dynamic shape, ...).
-    Unsupported,
-    /// OpenVINO itself failed, or the system did.
-    Internal,
-}
+/// How the engine classifies an error: the ports' kinds.
+pub use kiln_hal::ports::ErrorKind;
 
 /// Errors of the OpenVINO driver.
 #[derive(Debug, thiserror::Error)]
@@ -120,4 +110,23 @@ fn not_found_message(configured: &Option<PathBuf>, searched: &[String]) -> Strin
          library` to the path of libopenvino_c.so (or its directory).",
     );
     msg
+}
+
+impl From<kiln_hal::ports::PortError> for OvError {
+    fn from(e: kiln_hal::ports::PortError) -> OvError {
+        match e.kind {
+            ErrorKind::InvalidArgument => OvError::InvalidInput(e.message),
+            ErrorKind::Unsupported | ErrorKind::NotFound => OvError::Unsupported(e.message),
+            ErrorKind::Internal => OvError::Runtime {
+                context: "convert a tensor".into(),
+                message: e.message,
+            },
+        }
+    }
+}
+
+impl From<OvError> for kiln_hal::ports::PortError {
+    fn from(e: OvError) -> kiln_hal::ports::PortError {
+        kiln_hal::ports::PortError::new(e.kind(), e.to_string())
+    }
 }

@@ -12,12 +12,19 @@ mod error;
 mod memory;
 mod model;
 mod runtime;
-mod tensor;
+mod types;
 
-pub use compiled::{Calibration, CompiledModel, calibrate, calibrate_with_shapes};
+pub use compiled::{CompiledModel, calibrate};
 pub use discovery::{DEFAULT_PYTHON_PREFIXES, LibrarySearch, find_repo_venv};
 pub use error::{ErrorKind, OvError, Result, RuntimeError};
+pub use kiln_hal::ports::{Calibration, calibrate_with_shapes};
 pub use memory::process_rss_bytes;
-pub use model::{Model, ModelFiles, PortInfo};
-pub use runtime::{CompileHints, DeviceKind, OvDevice, PerformanceHint, Precision, Runtime};
-pub use tensor::{Dtype, Tensor, TensorView, Values, byte_size, contents_field};
+mod backend;
+
+pub use backend::OpenVinoBackend;
+pub use kiln_hal::ports::{
+    Dtype, PerformanceHint, PortInfo, Precision, Tensor, TensorView, Values, byte_size,
+    contents_field,
+};
+pub use model::{Model, ModelFiles};
+pub use runtime::{CompileHints, OvDevice, Runtime};

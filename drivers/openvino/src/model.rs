@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use openvino::{Node, PartialShape};
 
 use crate::error::{OvError, Result};
-use crate::tensor::Dtype;
+use crate::types::dtype_of;
+use kiln_hal::ports::PortInfo;
 
 /// The files of one model version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,54 +90,34 @@ impl ModelFiles {
     }
 }
 
-/// One input or output of a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortInfo {
-    /// Tensor name (what KServe clients send).
-    pub name: String,
-    /// Element type.
-    pub dtype: Dtype,
-    /// Dimensions, -1 where dynamic (bounded ranges count as dynamic). Empty when the rank
-    /// itself is dynamic.
-    pub shape: Vec<i64>,
-    /// True when even the number of dimensions is unknown.
-    pub rank_dynamic: bool,
-}
-
-impl PortInfo {
-    /// True when every dimension is known.
-    pub fn is_static(&self) -> bool {
-        !self.rank_dynamic && self.shape.iter().all(|&d| d >= 0)
-    }
-
-    pub(crate) fn from_node(node: &Node, index: usize, what: &str) -> Result<PortInfo> {
-        // Outputs are read by index, so an unnamed output gets a stable positional name;
-        // inputs are filled by name and must have one.
-        let name = match node.get_name() {
-            Ok(n) if !n.is_empty() => n,
-            _ if what == "output" => format!("output_{index}"),
-            Ok(_) | Err(_) => {
-                return Err(OvError::Unsupported(format!(
-                    "{what} {index} has no tensor name; give every input a name when \
-                     exporting or converting the model"
-                )));
-            }
-        };
-        let ty = node
-            .get_element_type()
-            .map_err(|e| OvError::runtime(format!("read the type of {what} {name}"), e))?;
-        let dtype = Dtype::from_element_type(ty, &format!("{what} {name}"))?;
-        let pshape = node
-            .get_partial_shape()
-            .map_err(|e| OvError::runtime(format!("read the shape of {what} {name}"), e))?;
-        let (shape, rank_dynamic) = partial_shape_dims(&pshape);
-        Ok(PortInfo {
-            name,
-            dtype,
-            shape,
-            rank_dynamic,
-        })
-    }
+/// The port of an OpenVINO input or output node.
+pub(crate) fn port_from_node(node: &Node, index: usize, what: &str) -> Result<PortInfo> {
+    // Outputs are read by index, so an unnamed output gets a stable positional name;
+    // inputs are filled by name and must have one.
+    let name = match node.get_name() {
+        Ok(n) if !n.is_empty() => n,
+        _ if what == "output" => format!("output_{index}"),
+        Ok(_) | Err(_) => {
+            return Err(OvError::Unsupported(format!(
+                "{what} {index} has no tensor name; give every input a name when \
+                 exporting or converting the model"
+            )));
+        }
+    };
+    let ty = node
+        .get_element_type()
+        .map_err(|e| OvError::runtime(format!("read the type of {what} {name}"), e))?;
+    let dtype = dtype_of(ty, &format!("{what} {name}"))?;
+    let pshape = node
+        .get_partial_shape()
+        .map_err(|e| OvError::runtime(format!("read the shape of {what} {name}"), e))?;
+    let (shape, rank_dynamic) = partial_shape_dims(&pshape);
+    Ok(PortInfo {
+        name,
+        dtype,
+        shape,
+        rank_dynamic,
+    })
 }
 
 fn partial_shape_dims(pshape: &PartialShape) -> (Vec<i64>, bool) {
@@ -277,14 +258,14 @@ fn read_ports(model: &openvino::Model) -> Result<(Vec<PortInfo>, Vec<PortInfo>)>
         let node = model
             .get_input_by_index(i)
             .map_err(|e| OvError::runtime(format!("get input {i}"), e))?;
-        inputs.push(PortInfo::from_node(&node, i, "input")?);
+        inputs.push(port_from_node(&node, i, "input")?);
     }
     let mut outputs = Vec::with_capacity(n_out);
     for i in 0..n_out {
         let node = model
             .get_output_by_index(i)
             .map_err(|e| OvError::runtime(format!("get output {i}"), e))?;
-        outputs.push(PortInfo::from_node(&node, i, "output")?);
+        outputs.push(port_from_node(&node, i, "output")?);
     }
     Ok((inputs, outputs))
 }

@@ -11,6 +11,8 @@ use crate::discovery::LibrarySearch;
 use crate::error::{OvError, Result};
 use crate::memory::process_rss_bytes;
 use crate::model::{Model, ModelFiles};
+use crate::types::hint_value;
+use kiln_hal::ports::{BackendDevice, LoadHints};
 
 /// C API functions this driver calls; checked before loading so an old or partial library
 /// gives one clear error instead of a panic at first use.
@@ -68,106 +70,11 @@ const CORE_PROPERTIES: &[&str] = &["CACHE_DIR", "CACHE_MODE", "ENABLE_MMAP"];
 static LOADED: OnceLock<PathBuf> = OnceLock::new();
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
-/// A device OpenVINO reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OvDevice {
-    /// OpenVINO device name: `CPU`, `GPU`, `GPU.0`, `NPU`, ...
-    pub name: String,
-    /// `FULL_DEVICE_NAME`, e.g. `Intel(R) Arc(TM) Graphics (iGPU)`.
-    pub full_name: String,
-    /// `OPTIMIZATION_CAPABILITIES`, e.g. `["FP32", "INT8", "BIN", "EXPORT_IMPORT"]`.
-    pub optimization_capabilities: Vec<String>,
-    /// `DEVICE_ARCHITECTURE` (e.g. `intel64`; GPUs report vendor/arch ids), empty if unknown.
-    pub architecture: String,
-    /// `DEVICE_TYPE` (`integrated` / `discrete`), empty if the device does not say.
-    pub device_type: String,
-}
+/// A device OpenVINO reports (the inference port's device).
+pub type OvDevice = BackendDevice;
 
-/// Kind of a device, for matching OpenVINO devices with HAL devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeviceKind {
-    /// `CPU`
-    Cpu,
-    /// `GPU`, `GPU.<n>`
-    Gpu,
-    /// `NPU`
-    Npu,
-    /// Anything else OpenVINO reports.
-    Other,
-}
-
-impl OvDevice {
-    /// Device kind from the name (`GPU.1` is a GPU).
-    pub fn kind(&self) -> DeviceKind {
-        match self.name.split('.').next().unwrap_or("") {
-            "CPU" => DeviceKind::Cpu,
-            "GPU" => DeviceKind::Gpu,
-            "NPU" => DeviceKind::Npu,
-            _ => DeviceKind::Other,
-        }
-    }
-}
-
-/// `PERFORMANCE_HINT` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PerformanceHint {
-    /// Lowest latency per request (few streams).
-    #[default]
-    Latency,
-    /// Highest throughput with many parallel requests.
-    Throughput,
-    /// Throughput across several devices (AUTO/MULTI).
-    CumulativeThroughput,
-}
-
-impl PerformanceHint {
-    /// The OpenVINO property value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PerformanceHint::Latency => "LATENCY",
-            PerformanceHint::Throughput => "THROUGHPUT",
-            PerformanceHint::CumulativeThroughput => "CUMULATIVE_THROUGHPUT",
-        }
-    }
-}
-
-/// `INFERENCE_PRECISION_HINT` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// Full f32: exact comparisons (CPUs with AMX/AVX512-BF16 otherwise pick bf16).
-    F32,
-    /// f16 (GPU/NPU default).
-    F16,
-    /// bf16.
-    Bf16,
-}
-
-impl Precision {
-    /// The OpenVINO property value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
-        }
-    }
-}
-
-/// Compile options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompileHints {
-    /// Performance hint.
-    pub performance: PerformanceHint,
-    /// Inference precision; `None` keeps the device default.
-    pub precision: Option<Precision>,
-    /// `PERFORMANCE_HINT_NUM_REQUESTS`; `None` keeps the device default.
-    pub num_requests: Option<u32>,
-    /// Request-pool size; `None` uses `OPTIMAL_NUMBER_OF_INFER_REQUESTS`.
-    pub pool_size: Option<usize>,
-    /// Further compile properties, e.g. `("NUM_STREAMS", "2")`, `("INFERENCE_NUM_THREADS",
-    /// "1")`, `("CACHE_DIR", "/var/cache/kiln/ov")`. Applied to this compile only.
-    pub properties: Vec<(String, String)>,
-}
+/// Compile options (the inference port's load hints).
+pub type CompileHints = LoadHints;
 
 struct CoreState {
     core: Core,
@@ -343,7 +250,7 @@ impl Runtime {
         self.check_device_known(device)?;
         let mut props: Vec<(String, String)> = vec![(
             "PERFORMANCE_HINT".to_string(),
-            hints.performance.as_str().to_string(),
+            hint_value(hints.performance).to_string(),
         )];
         if let Some(p) = hints.precision {
             props.push(("INFERENCE_PRECISION_HINT".into(), p.as_str().into()));
@@ -493,18 +400,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn device_kind_and_lists() {
-        let d = |n: &str| OvDevice {
-            name: n.into(),
-            full_name: String::new(),
-            optimization_capabilities: vec![],
-            architecture: String::new(),
-            device_type: String::new(),
-        };
-        assert_eq!(d("GPU.1").kind(), DeviceKind::Gpu);
-        assert_eq!(d("NPU").kind(), DeviceKind::Npu);
-        assert_eq!(d("CPU").kind(), DeviceKind::Cpu);
-        assert_eq!(d("HETERO").kind(), DeviceKind::Other);
+    fn capability_lists_split_on_whitespace() {
         assert_eq!(parse_list("FP32 INT8  BIN"), vec!["FP32", "INT8", "BIN"]);
     }
 

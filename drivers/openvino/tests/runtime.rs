@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use kiln_openvino::{
-    CompileHints, DeviceKind, Dtype, ErrorKind, LibrarySearch, PerformanceHint, Precision, Runtime,
-    Tensor, calibrate, calibrate_with_shapes, find_repo_venv,
+    CompileHints, Dtype, ErrorKind, LibrarySearch, PerformanceHint, Precision, Runtime, Tensor,
+    calibrate, calibrate_with_shapes, find_repo_venv,
 };
 
 const VENV_HELP: &str = "create it from the repository root with `python3 -m venv .venv && \
@@ -82,7 +82,6 @@ fn devices_list_cpu_with_full_name() {
         .iter()
         .find(|d| d.name == "CPU")
         .unwrap_or_else(|| panic!("no CPU in {devices:?}"));
-    assert_eq!(cpu.kind(), DeviceKind::Cpu);
     assert!(!cpu.full_name.trim().is_empty(), "{cpu:?}");
     assert!(
         cpu.optimization_capabilities.iter().any(|c| c == "FP32"),
@@ -420,7 +419,7 @@ fn concurrent_infer_through_the_pool() {
     let err = calibrate(&compiled, 10).unwrap_err().to_string();
     assert!(err.contains("dynamic shape"), "{err}");
     let cal = calibrate_with_shapes(
-        &compiled,
+        &*compiled,
         &[("INPUT0", &[1, 16]), ("INPUT1", &[1, 16])],
         200,
     )

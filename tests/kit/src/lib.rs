@@ -1,8 +1,10 @@
-//! Harnesses that more than one test suite uses: zfs-fuse pools, a private bus, a runtime. Each one owns what it starts and
+//! Harnesses that more than one test suite uses: zfs-fuse pools, a private bus, fake ports,
+//! a runtime. Each one owns what it starts and
 //! stops it when dropped, also when the test fails, so no run depends on what an
 //! earlier one left behind.
 
 pub mod bus;
+pub mod fakes;
 pub mod zfs;
 
 /// A current-thread tokio runtime with time and I/O, for a test's async calls.

@@ -12,8 +12,11 @@ pub mod sched;
 pub mod stats;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 /// The tensor vocabulary transports encode.
-pub use kiln_openvino::{Dtype, Tensor, Values, contents_field};
+pub use kiln_hal::ports::{Dtype, Tensor, Values, contents_field};
 pub use repo::{ModelSettings, PrecisionSetting, VersionPolicy};
 pub use stats::{BatchStat, Durations, ModelStats};
 pub use validate::{InferInput, InferRequest, InferResponse};
@@ -22,9 +25,9 @@ use crate::auth::{Action, Caller};
 use crate::budget::{Reservation, gib};
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
-use kiln_openvino::{
-    CompileHints, CompiledModel, ErrorKind as OvKind, LibrarySearch, OvError, PerformanceHint,
-    PortInfo, Runtime,
+use kiln_hal::ports::{
+    ErrorKind as PortKind, InferenceBackend, LoadHints, LoadRequest, LoadedModel, PerformanceHint,
+    PortError, PortInfo,
 };
 use sched::{Batching, Scheduler};
 use serde::Serialize;
@@ -154,7 +157,9 @@ type Table = BTreeMap<String, BTreeMap<u64, Slot>>;
 
 /// The engine's model registry.
 pub(crate) struct ModelsHub {
-    runtime: Mutex<Option<Arc<Runtime>>>,
+    backend: Arc<dyn InferenceBackend>,
+    /// The backend's runtime loaded once (component `inference` says which).
+    backend_ready: std::sync::atomic::AtomicBool,
     table: RwLock<Table>,
     ops: tokio::sync::Mutex<()>,
     poll: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -163,9 +168,10 @@ pub(crate) struct ModelsHub {
 }
 
 impl ModelsHub {
-    pub(crate) fn new() -> ModelsHub {
+    pub(crate) fn new(backend: Arc<dyn InferenceBackend>) -> ModelsHub {
         ModelsHub {
-            runtime: Mutex::new(None),
+            backend,
+            backend_ready: std::sync::atomic::AtomicBool::new(false),
             table: RwLock::new(BTreeMap::new()),
             ops: tokio::sync::Mutex::new(()),
             poll: Mutex::new(None),
@@ -200,27 +206,16 @@ impl ModelsHub {
     }
 }
 
-fn ov_err(e: OvError) -> EngineError {
+fn port_err(e: PortError) -> EngineError {
     match e.kind() {
-        OvKind::InvalidArgument => EngineError::invalid(e.to_string()),
-        OvKind::NotFound | OvKind::Unsupported => EngineError::precondition(e.to_string()),
-        OvKind::Internal => EngineError::internal(e.to_string()),
+        PortKind::InvalidArgument => EngineError::invalid(e.message),
+        PortKind::NotFound | PortKind::Unsupported => EngineError::precondition(e.message),
+        PortKind::Internal => EngineError::internal(e.message),
     }
 }
 
 fn join_err(e: tokio::task::JoinError) -> EngineError {
     EngineError::internal(format!("a model task failed: {e}"))
-}
-
-/// Where OpenVINO is searched for this configuration.
-pub fn library_search(cfg: &crate::Config) -> LibrarySearch {
-    let mut prefixes = cfg.openvino.python_prefixes.clone();
-    prefixes.extend(
-        kiln_openvino::DEFAULT_PYTHON_PREFIXES
-            .iter()
-            .map(PathBuf::from),
-    );
-    LibrarySearch::new(cfg.openvino.library.clone(), prefixes)
 }
 
 /// Inputs of a blocking load.
@@ -251,20 +246,19 @@ impl Engine {
         })
     }
 
-    /// The OpenVINO runtime, loaded on first use (blocking: call from a blocking thread).
-    fn runtime_blocking(&self) -> Result<Arc<Runtime>, EngineError> {
-        let mut g = self
-            .models()
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(rt) = &*g {
-            return Ok(rt.clone());
+    /// The inference backend with its runtime loaded (blocking: call from a blocking
+    /// thread). The first success reports the runtime and its devices as component
+    /// `inference`; a failure disables serving with the backend's reason.
+    fn backend_blocking(&self) -> Result<Arc<dyn InferenceBackend>, EngineError> {
+        use std::sync::atomic::Ordering;
+        let hub = self.models();
+        let backend = hub.backend.clone();
+        if hub.backend_ready.load(Ordering::Acquire) {
+            return Ok(backend);
         }
-        match Runtime::load(&library_search(&self.config())) {
-            Ok(rt) => {
-                let rt = Arc::new(rt);
-                let devs = rt
+        match backend.describe() {
+            Ok(what) => {
+                let devs = backend
                     .devices()
                     .map(|d| {
                         d.iter()
@@ -276,14 +270,10 @@ impl Engine {
                 self.set_component(
                     "inference",
                     ComponentState::Ok,
-                    format!(
-                        "OpenVINO {} from {}; devices: {devs}",
-                        rt.version(),
-                        rt.library_path().display()
-                    ),
+                    format!("{what}; devices: {devs}"),
                 );
-                *g = Some(rt.clone());
-                Ok(rt)
+                hub.backend_ready.store(true, Ordering::Release);
+                Ok(backend)
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -305,14 +295,11 @@ impl Engine {
                 inner: std::sync::Arc::downgrade(&self.inner),
             }));
         let cfg = self.config();
-        match library_search(&cfg).find() {
+        match self.models().backend.locate() {
             Ok(p) => self.set_component(
                 "inference",
                 ComponentState::Ok,
-                format!(
-                    "OpenVINO found at {} (loaded with the first model)",
-                    p.display()
-                ),
+                format!("{p} (loaded with the first model)"),
             ),
             Err(e) => {
                 tracing::warn!("model serving disabled: {e}");
@@ -324,7 +311,7 @@ impl Engine {
         };
         if cfg.models.load_at_start || cfg.models.control == "poll" {
             self.sync_repository(true).await;
-        } else if let Ok(found) = repo::scan(&repo) {
+        } else if let Ok(found) = repo::scan(&repo, &*self.models().backend) {
             for m in found {
                 for v in m.versions {
                     self.models().set(
@@ -359,8 +346,8 @@ impl Engine {
     async fn sync_repository(&self, initial: bool) {
         let Ok(repo) = self.repository() else { return };
         let found = match tokio::task::spawn_blocking({
-            let repo = repo.clone();
-            move || repo::scan(&repo)
+            let (repo, backend) = (repo.clone(), self.models().backend.clone());
+            move || repo::scan(&repo, &*backend)
         })
         .await
         {
@@ -517,7 +504,8 @@ impl Engine {
         let _op = self.models().ops.lock().await;
         let found = {
             let (repo, n) = (repo.clone(), name.to_string());
-            tokio::task::spawn_blocking(move || repo::scan_model(&repo, &n))
+            let backend = self.models().backend.clone();
+            tokio::task::spawn_blocking(move || repo::scan_model(&repo, &n, &*backend))
                 .await
                 .map_err(join_err)?
         };
@@ -575,7 +563,7 @@ impl Engine {
         let rt = {
             let e = self.clone();
             // OpenVINO sizes its CPU thread pools from the loading thread's affinity.
-            tokio::task::spawn_blocking(move || e.threads().on_compute(|| e.runtime_blocking()))
+            tokio::task::spawn_blocking(move || e.threads().on_compute(|| e.backend_blocking()))
                 .await
                 .map_err(join_err)??
         };
@@ -640,7 +628,7 @@ impl Engine {
             let e2 = self.clone();
             let rt2 = rt.clone();
             let res = tokio::task::spawn_blocking(move || {
-                e2.threads().on_compute(|| e2.build(&rt2, job))
+                e2.threads().on_compute(|| e2.build(&*rt2, job))
             })
             .await
             .map_err(join_err)
@@ -684,13 +672,9 @@ impl Engine {
     }
 
     fn refresh_component(&self) {
-        let rt = self
-            .models()
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(rt) = rt {
+        let hub = self.models();
+        if hub.backend_ready.load(std::sync::atomic::Ordering::Acquire) {
+            let rt = &hub.backend;
             let t = self.models().table();
             let ready = t
                 .values()
@@ -724,13 +708,16 @@ impl Engine {
             self.set_component(
                 "inference",
                 state,
-                format!("OpenVINO {} ({devs}); {ready} model versions ready, {failed} failed (`kilnctl models list`)", rt.version()),
+                format!(
+                    "{} ({devs}); {ready} model versions ready, {failed} failed (`kilnctl models list`)",
+                    rt.describe().unwrap_or_default()
+                ),
             );
         }
     }
 
     /// Reserve, read, place, compile, correct the reservation, calibrate, start workers.
-    fn build(&self, rt: &Runtime, job: LoadJob) -> Result<Loaded, EngineError> {
+    fn build(&self, rt: &dyn InferenceBackend, job: LoadJob) -> Result<Loaded, EngineError> {
         let LoadJob {
             name,
             version,
@@ -739,30 +726,30 @@ impl Engine {
             device,
             hal,
         } = job;
-        let files = kiln_openvino::ModelFiles::locate(&dir).map_err(ov_err)?;
+        let weights_bytes = rt.weights_bytes(&dir).map_err(port_err)?;
         let owner = format!("model {name} v{version}");
-        let estimate = files.weights_bytes.saturating_mul(WEIGHTS_FACTOR) + MODEL_OVERHEAD_BYTES;
+        let estimate = weights_bytes.saturating_mul(WEIGHTS_FACTOR) + MODEL_OVERHEAD_BYTES;
         let mut reservation = self.budget().reserve(&owner, estimate).map_err(|e| {
             EngineError::exhausted(format!(
                 "model {name} version {version} not loaded (weights {} → estimate {}): {}",
-                gib(files.weights_bytes),
+                gib(weights_bytes),
                 gib(estimate),
                 e
             ))
         })?;
-        let devices = rt.devices().map_err(ov_err)?;
+        let devices = rt.devices().map_err(port_err)?;
         let (order, auto) = placement::candidates(device.as_deref(), &settings, &devices);
         let mut tried: Vec<(String, Option<f64>)> =
             order.iter().map(|d| (d.clone(), None)).collect();
         for (d, m) in tried.iter_mut() {
-            *m = placement::stored(self.db(), &name, version, d, files.weights_bytes)
+            *m = placement::stored(self.db(), &name, version, d, weights_bytes)
                 .map(|m| m.per_second);
         }
         if auto {
             // Measured devices first, best first; unmeasured ones get measured below.
             tried.sort_by(|a, b| b.1.unwrap_or(f64::MAX).total_cmp(&a.1.unwrap_or(f64::MAX)));
         }
-        let hints = CompileHints {
+        let hints = LoadHints {
             performance: if settings.throughput {
                 PerformanceHint::Throughput
             } else {
@@ -773,14 +760,15 @@ impl Engine {
             ..Default::default()
         };
         let mut reasons: Vec<String> = Vec::new();
-        let mut best: Option<(Arc<CompiledModel>, String, f64)> = None;
+        let mut best: Option<(Arc<dyn LoadedModel>, String, f64)> = None;
         for (dev, measured) in &tried {
             if !placement::listed(dev, &devices) {
                 let kind = dev.split('.').next().unwrap_or(dev);
                 let seen: Vec<&String> = hal.iter().filter(|h| h.starts_with(kind)).collect();
                 let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
                 reasons.push(format!(
-                    "{dev}: OpenVINO does not report this device (OpenVINO devices: {}){}",
+                    "{dev}: {} does not report this device (its devices: {}){}",
+                    rt.platform(),
                     names.join(", "),
                     if seen.is_empty() {
                         "; the HAL sees none either".to_string()
@@ -796,18 +784,13 @@ impl Engine {
                 ));
                 continue;
             }
-            let compiled = (|| -> Result<CompiledModel, String> {
-                let mut model = rt.read_model(&dir).map_err(|e| e.to_string())?;
-                if dev.starts_with("NPU") {
-                    let shapes = placement::static_shapes(model.inputs(), &settings, dev)?;
-                    if !shapes.is_empty() {
-                        let refs: Vec<(&str, &[i64])> = shapes
-                            .iter()
-                            .map(|(n, s)| (n.as_str(), s.as_slice()))
-                            .collect();
-                        model.reshape(&refs).map_err(|e| e.to_string())?;
-                    }
-                }
+            let compiled = (|| -> Result<Arc<dyn LoadedModel>, String> {
+                let reshape = if dev.starts_with("NPU") {
+                    let inputs = rt.inputs(&dir).map_err(|e| e.to_string())?;
+                    placement::static_shapes(&inputs, &settings, dev)?
+                } else {
+                    Vec::new()
+                };
                 let mut hints = hints.clone();
                 if dev == "CPU" {
                     // The CPU plugin would otherwise pin its threads (and the worker that
@@ -817,10 +800,16 @@ impl Engine {
                         .properties
                         .push(("ENABLE_CPU_PINNING".into(), "NO".into()));
                 }
-                rt.compile(&model, dev, &hints).map_err(|e| e.to_string())
+                rt.load(&LoadRequest {
+                    dir: &dir,
+                    device: dev,
+                    reshape: &reshape,
+                    hints: &hints,
+                })
+                .map_err(|e| e.to_string())
             })();
             let compiled = match compiled {
-                Ok(c) => Arc::new(c),
+                Ok(c) => c,
                 Err(e) => {
                     reasons.push(format!("{dev}: {e}"));
                     continue;
@@ -828,14 +817,7 @@ impl Engine {
             };
             let per_s = match measured {
                 Some(m) => *m,
-                None => self.calibrate(
-                    &compiled,
-                    &name,
-                    version,
-                    dev,
-                    files.weights_bytes,
-                    &settings,
-                ),
+                None => self.calibrate(&*compiled, &name, version, dev, weights_bytes, &settings),
             };
             let better = best.as_ref().is_none_or(|(_, _, b)| per_s > *b);
             if better {
@@ -867,7 +849,7 @@ impl Engine {
         // Correct the estimate with what compiling really cost.
         let measured = u64::try_from(compiled.memory_delta_bytes())
             .unwrap_or(0)
-            .max(files.weights_bytes);
+            .max(weights_bytes);
         reservation.resize(measured).map_err(|e| {
             EngineError::exhausted(format!(
                 "model {name} version {version} not loaded: compiling it took {} (estimate {}): {}",
@@ -900,7 +882,7 @@ impl Engine {
         let stats = Arc::new(Stats::new(&name, version, &dev, compiled.precision()));
         let sched = Scheduler::start(
             &owner,
-            compiled.clone(),
+            Arc::new(compiled.clone()),
             stats.clone(),
             self.budget().clone(),
             Batching {
@@ -917,7 +899,7 @@ impl Engine {
             state: ModelState::Ready,
             reason: notes,
             path: dir.clone(),
-            platform: "openvino".into(),
+            platform: rt.platform().into(),
             kind: settings.kind.clone(),
             device: dev,
             fallback_reason: fallback,
@@ -944,7 +926,7 @@ impl Engine {
     /// Short throughput measurement, stored for next time. -1 when it cannot be measured.
     fn calibrate(
         &self,
-        compiled: &CompiledModel,
+        compiled: &dyn LoadedModel,
         name: &str,
         version: u64,
         dev: &str,
@@ -958,12 +940,12 @@ impl Engine {
             .iter()
             .map(|(n, s)| (n.as_str(), s.as_slice()))
             .collect();
-        let first = kiln_openvino::calibrate_with_shapes(compiled, &refs, 2);
+        let first = kiln_hal::ports::calibrate_with_shapes(compiled, &refs, 2);
         let result = match first {
             // Fast models get a longer run (about 0.2 s) for a stable figure.
             Ok(c) if c.per_second > 200.0 => {
                 let n = (c.per_second * 0.2).clamp(50.0, 5000.0) as u32;
-                kiln_openvino::calibrate_with_shapes(compiled, &refs, n)
+                kiln_hal::ports::calibrate_with_shapes(compiled, &refs, n)
             }
             other => other,
         };
@@ -1015,7 +997,7 @@ impl Engine {
                 let on_disk = self
                     .repository()
                     .ok()
-                    .and_then(|r| repo::scan_model(&r, name));
+                    .and_then(|r| repo::scan_model(&r, name, &*self.models().backend));
                 if on_disk.is_none() {
                     return Err(EngineError::not_found(format!(
                         "no model {name:?} is loaded or in the repository"
@@ -1054,7 +1036,7 @@ impl Engine {
             let in_repo = self.repository().ok().and_then(|r| {
                 repo::check_name(name)
                     .ok()
-                    .and_then(|_| repo::scan_model(&r, name))
+                    .and_then(|_| repo::scan_model(&r, name, &*self.models().backend))
             });
             return Err(match in_repo {
                 Some(_) => EngineError::unavailable(format!(
@@ -1187,7 +1169,7 @@ impl Engine {
                     req.model_name
                 ))
             })?
-            .map_err(ov_err)?;
+            .map_err(port_err)?;
         let outputs = if req.outputs.is_empty() {
             outs
         } else {
@@ -1206,7 +1188,7 @@ impl Engine {
     /// Every model version in the repository (and loaded ones removed from disk since).
     pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexEntry>, EngineError> {
         let repo = self.repository()?;
-        let found = repo::scan(&repo).map_err(EngineError::unavailable)?;
+        let found = repo::scan(&repo, &*self.models().backend).map_err(EngineError::unavailable)?;
         let t = self.models().table();
         let mut out = Vec::new();
         let mut push = |name: &str, v: u64, problem: Option<&String>| {
@@ -1299,7 +1281,7 @@ impl Engine {
         let found = self
             .repository()
             .ok()
-            .and_then(|r| repo::scan(&r).ok())
+            .and_then(|r| repo::scan(&r, &*self.models().backend).ok())
             .unwrap_or_default();
         let t = self.models().table();
         let mut names: Vec<String> = found.iter().map(|m| m.name.clone()).collect();
@@ -1345,7 +1327,7 @@ impl Engine {
                     state,
                     reason,
                     path: fv.map(|f| f.dir.clone()).unwrap_or_default(),
-                    platform: "openvino".into(),
+                    platform: self.models().backend.platform().into(),
                     kind: String::new(),
                     device: String::new(),
                     fallback_reason: String::new(),

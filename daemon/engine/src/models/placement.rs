@@ -5,7 +5,7 @@
 
 use super::repo::ModelSettings;
 use crate::state::StateDb;
-use kiln_openvino::{OvDevice, PortInfo};
+use kiln_hal::ports::{BackendDevice as OvDevice, PortInfo};
 use rusqlite::{OptionalExtension, params};
 
 /// A stored throughput measurement.
@@ -169,7 +169,7 @@ pub fn calibration_shapes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_openvino::Dtype;
+    use kiln_hal::ports::Dtype;
 
     fn dev(name: &str) -> OvDevice {
         OvDevice {

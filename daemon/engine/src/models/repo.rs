@@ -3,6 +3,7 @@
 //! in `<name>/`, overridden key by key in `<name>/<version>/`). Also the version policy.
 //! Reads the repository directory only.
 
+use kiln_hal::ports::InferenceBackend;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,11 +153,11 @@ impl PrecisionSetting {
     }
 
     /// The runtime hint: none for `auto` (the device default).
-    pub fn hint(self) -> Option<kiln_openvino::Precision> {
+    pub fn hint(self) -> Option<kiln_hal::ports::Precision> {
         match self {
-            PrecisionSetting::F32 => Some(kiln_openvino::Precision::F32),
-            PrecisionSetting::Bf16 => Some(kiln_openvino::Precision::Bf16),
-            PrecisionSetting::F16 => Some(kiln_openvino::Precision::F16),
+            PrecisionSetting::F32 => Some(kiln_hal::ports::Precision::F32),
+            PrecisionSetting::Bf16 => Some(kiln_hal::ports::Precision::Bf16),
+            PrecisionSetting::F16 => Some(kiln_hal::ports::Precision::F16),
             PrecisionSetting::Auto => None,
         }
     }
@@ -401,7 +402,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Scan one model directory.
-pub fn scan_model(repo: &Path, name: &str) -> Option<FoundModel> {
+pub fn scan_model(repo: &Path, name: &str, backend: &dyn InferenceBackend) -> Option<FoundModel> {
     let dir = repo.join(name);
     if !dir.is_dir() || check_name(name).is_err() {
         return None;
@@ -423,7 +424,7 @@ pub fn scan_model(repo: &Path, name: &str) -> Option<FoundModel> {
                 continue;
             };
             let mut vp = None;
-            if let Err(e) = kiln_openvino::ModelFiles::locate(&p) {
+            if let Err(e) = backend.weights_bytes(&p) {
                 vp = Some(e.to_string());
             } else if let Err(e) = settings(&dir, Some(v)) {
                 vp = Some(e);
@@ -454,7 +455,7 @@ pub fn scan_model(repo: &Path, name: &str) -> Option<FoundModel> {
 }
 
 /// Scan the whole repository (sorted by name). A missing repository is an error.
-pub fn scan(repo: &Path) -> Result<Vec<FoundModel>, String> {
+pub fn scan(repo: &Path, backend: &dyn InferenceBackend) -> Result<Vec<FoundModel>, String> {
     let rd = std::fs::read_dir(repo).map_err(|e| {
         format!(
             "model repository {}: {e}; create it or point [models] repository / --model-repository at an existing directory",
@@ -468,7 +469,10 @@ pub fn scan(repo: &Path) -> Result<Vec<FoundModel>, String> {
         .filter(|n| check_name(n).is_ok())
         .collect();
     names.sort();
-    Ok(names.iter().filter_map(|n| scan_model(repo, n)).collect())
+    Ok(names
+        .iter()
+        .filter_map(|n| scan_model(repo, n, backend))
+        .collect())
 }
 
 #[cfg(test)]
@@ -521,7 +525,9 @@ mod tests {
         touch(&r.join("b/kiln-model.toml"), "[model]\ncolour = 1\n");
         touch(&r.join("b/1/model.onnx"), "x");
         std::fs::create_dir_all(r.join("empty")).unwrap();
-        let found = scan(r).unwrap();
+        // The OpenVINO backend's file rules (no runtime is loaded to check files).
+        let ov = crate::wiring::Ports::from_config(&crate::Config::default()).inference;
+        let found = scan(r, &*ov).unwrap();
         let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "empty"]);
         let a = &found[0];
@@ -538,7 +544,7 @@ mod tests {
         let b = found[1].problem.as_ref().unwrap();
         assert!(b.contains("kiln-model.toml") && b.contains("colour"), "{b}");
         assert!(found[2].problem.as_ref().unwrap().contains("no version"));
-        let e = scan(&r.join("nope")).unwrap_err();
+        let e = scan(&r.join("nope"), &*ov).unwrap_err();
         assert!(e.contains("--model-repository"), "{e}");
     }
 

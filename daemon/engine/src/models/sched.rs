@@ -10,7 +10,7 @@
 use super::stats::Stats;
 use crate::budget::Ledger;
 use crate::threads::ThreadPlacement;
-use kiln_openvino::{CompiledModel, OvError, Tensor};
+use kiln_hal::ports::{LoadedModel, PortError, Tensor};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Outputs of one request, in model order.
-pub type Outputs = Result<Vec<(String, Tensor)>, OvError>;
+pub type Outputs = Result<Vec<(String, Tensor)>, PortError>;
 
 /// What the scheduler needs of a compiled model.
 pub trait Runner: Send + Sync {
@@ -28,12 +28,12 @@ pub trait Runner: Send + Sync {
     fn pool_size(&self) -> usize;
 }
 
-impl Runner for CompiledModel {
+impl Runner for Arc<dyn LoadedModel> {
     fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs {
-        CompiledModel::infer(self, inputs)
+        LoadedModel::infer(&**self, inputs)
     }
     fn pool_size(&self) -> usize {
-        CompiledModel::pool_size(self)
+        LoadedModel::pool_size(&**self)
     }
 }
 
@@ -50,10 +50,9 @@ fn infer_guarded(runner: &dyn Runner, inputs: &[(String, Tensor)]) -> Outputs {
         |p| {
             let why = panic_text(p.as_ref());
             tracing::error!("an inference panicked: {why}");
-            Err(OvError::Runtime {
-                context: "run the inference".into(),
-                message: format!("it panicked ({why}); the worker carries on"),
-            })
+            Err(PortError::internal(format!(
+                "the inference panicked ({why}); the worker carries on"
+            )))
         },
     )
 }
@@ -287,7 +286,7 @@ fn run(s: &Shared, batch: Vec<Job>) {
     }
     let t0 = Instant::now();
     let names: Vec<String> = batch[0].inputs.iter().map(|(n, _)| n.clone()).collect();
-    let merged: Result<Vec<(String, Tensor)>, OvError> = names
+    let merged: Result<Vec<(String, Tensor)>, PortError> = names
         .iter()
         .enumerate()
         .map(|(i, n)| {
@@ -301,11 +300,11 @@ fn run(s: &Shared, batch: Vec<Job>) {
     let infer = t1.elapsed();
     let t2 = Instant::now();
     let sizes: Vec<i64> = batch.iter().map(|j| j.samples as i64).collect();
-    let split: Result<Vec<Vec<(String, Tensor)>>, OvError> = out.and_then(|outs| {
+    let split: Result<Vec<Vec<(String, Tensor)>>, PortError> = out.and_then(|outs| {
         let mut per_job: Vec<Vec<(String, Tensor)>> = vec![Vec::new(); batch.len()];
         for (name, t) in outs {
             let parts = t.split(&sizes).map_err(|e| {
-                OvError::Unsupported(format!(
+                PortError::unsupported(format!(
                     "output {name} of a batched inference cannot be split per request ({e}); \
                      disable batching for this model"
                 ))
@@ -330,7 +329,7 @@ fn run(s: &Shared, batch: Vec<Job>) {
                 finish(
                     s,
                     job,
-                    Err(OvError::Unsupported(msg.clone())),
+                    Err(PortError::unsupported(msg.clone())),
                     picked,
                     (input, infer, output),
                 );
@@ -405,7 +404,7 @@ mod tests {
         let ok = s.submit(x(1.5), 1).unwrap().await.unwrap().unwrap();
         assert_eq!(ok[0].1.to_f32().unwrap(), [3.0, 3.0]);
         let bad = s.submit(x(-1.0), 1).unwrap().await.unwrap().unwrap_err();
-        assert_eq!(bad.kind(), kiln_openvino::ErrorKind::Internal);
+        assert_eq!(bad.kind(), kiln_hal::ports::ErrorKind::Internal);
         assert!(bad.to_string().contains("negative input"), "{bad}");
         // The only worker is still there.
         let again = s.submit(x(2.0), 1).unwrap().await.unwrap().unwrap();

@@ -4,7 +4,7 @@
 //! and names the tensor and the expected value. Pure; touches nothing.
 
 use crate::error::EngineError;
-use kiln_openvino::{Dtype, PortInfo, Tensor, Values, byte_size};
+use kiln_hal::ports::{Dtype, PortInfo, Tensor, Values, byte_size};
 
 /// One input tensor as it arrived (typed contents, or its bytes in `raw_inputs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ pub fn inputs(
             (None, None) => {
                 return Err(inv(format!(
                     "input tensor {name} has no data: fill its contents ({}) or send raw_input_contents",
-                    kiln_openvino::contents_field(dtype)
+                    kiln_hal::ports::contents_field(dtype)
                 )));
             }
         };

@@ -1,11 +1,12 @@
 //! Tensors as the engine sees them: KServe v2 dtype names, shapes with -1 for dynamic
-//! dimensions, and little-endian raw bytes. Pure data; touches nothing.
+//! dimensions, and little-endian raw bytes: what transports decode, the engine validates
+//! and every inference backend consumes. Pure data; touches nothing.
 
 use std::fmt;
 
-use openvino::ElementType;
+use super::error::PortError;
 
-use crate::error::{OvError, Result};
+type Result<T, E = PortError> = std::result::Result<T, E>;
 
 /// Element types that have a KServe v2 dtype name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,7 +82,7 @@ impl Dtype {
             .into_iter()
             .find(|d| d.kserve_name() == name)
             .ok_or_else(|| {
-                OvError::InvalidInput(format!(
+                PortError::invalid(format!(
                     "unknown datatype {name:?}; expected one of {}",
                     Dtype::ALL.map(Dtype::kserve_name).join(", ")
                 ))
@@ -95,50 +96,6 @@ impl Dtype {
             Dtype::U16 | Dtype::I16 | Dtype::F16 | Dtype::Bf16 => 2,
             Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
             Dtype::U64 | Dtype::I64 | Dtype::F64 => 8,
-        }
-    }
-
-    /// Map an OpenVINO element type; `what` names the tensor for the error.
-    pub fn from_element_type(ty: ElementType, what: &str) -> Result<Dtype> {
-        Ok(match ty {
-            ElementType::Boolean => Dtype::Bool,
-            ElementType::U8 => Dtype::U8,
-            ElementType::U16 => Dtype::U16,
-            ElementType::U32 => Dtype::U32,
-            ElementType::U64 => Dtype::U64,
-            ElementType::I8 => Dtype::I8,
-            ElementType::I16 => Dtype::I16,
-            ElementType::I32 => Dtype::I32,
-            ElementType::I64 => Dtype::I64,
-            ElementType::F16 => Dtype::F16,
-            ElementType::F32 => Dtype::F32,
-            ElementType::F64 => Dtype::F64,
-            ElementType::Bf16 => Dtype::Bf16,
-            other => {
-                return Err(OvError::Unsupported(format!(
-                    "{what} has OpenVINO element type {other}, which has no KServe v2 datatype; \
-                     convert the model so this tensor uses BOOL, (U)INT8-64, FP16, FP32, FP64 or BF16"
-                )));
-            }
-        })
-    }
-
-    /// The OpenVINO element type.
-    pub fn element_type(self) -> ElementType {
-        match self {
-            Dtype::Bool => ElementType::Boolean,
-            Dtype::U8 => ElementType::U8,
-            Dtype::U16 => ElementType::U16,
-            Dtype::U32 => ElementType::U32,
-            Dtype::U64 => ElementType::U64,
-            Dtype::I8 => ElementType::I8,
-            Dtype::I16 => ElementType::I16,
-            Dtype::I32 => ElementType::I32,
-            Dtype::I64 => ElementType::I64,
-            Dtype::F16 => ElementType::F16,
-            Dtype::F32 => ElementType::F32,
-            Dtype::F64 => ElementType::F64,
-            Dtype::Bf16 => ElementType::Bf16,
         }
     }
 }
@@ -243,7 +200,7 @@ impl Tensor {
         if self.dtype == dtype {
             Ok(())
         } else {
-            Err(OvError::InvalidInput(format!(
+            Err(PortError::invalid(format!(
                 "tensor is {}, not {dtype}",
                 self.dtype
             )))
@@ -257,10 +214,10 @@ impl Tensor {
     pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
         let first = parts
             .first()
-            .ok_or_else(|| OvError::InvalidInput("concat needs at least one tensor".into()))?;
+            .ok_or_else(|| PortError::invalid("concat needs at least one tensor"))?;
         if first.shape.is_empty() {
-            return Err(OvError::InvalidInput(
-                "cannot batch scalars: tensors need a batch dimension".into(),
+            return Err(PortError::invalid(
+                "cannot batch scalars: tensors need a batch dimension",
             ));
         }
         let mut batch = 0i64;
@@ -270,7 +227,7 @@ impl Tensor {
                 || t.shape.len() != first.shape.len()
                 || t.shape[1..] != first.shape[1..]
             {
-                return Err(OvError::InvalidInput(format!(
+                return Err(PortError::invalid(format!(
                     "cannot batch tensor {i} ({} {:?}) with tensor 0 ({} {:?}): dtype and all \
                      dimensions after the first must match",
                     t.dtype, t.shape, first.dtype, first.shape
@@ -291,11 +248,12 @@ impl Tensor {
 
     /// Split along dimension 0 into parts of the given sizes (they must add up to dim 0).
     pub fn split(&self, sizes: &[i64]) -> Result<Vec<Tensor>> {
-        let dim0 = *self.shape.first().ok_or_else(|| {
-            OvError::InvalidInput("cannot split a scalar along dimension 0".into())
-        })?;
+        let dim0 = *self
+            .shape
+            .first()
+            .ok_or_else(|| PortError::invalid("cannot split a scalar along dimension 0"))?;
         if sizes.iter().any(|&s| s < 0) || sizes.iter().sum::<i64>() != dim0 {
-            return Err(OvError::InvalidInput(format!(
+            return Err(PortError::invalid(format!(
                 "split sizes {sizes:?} must be non-negative and add up to dimension 0 ({dim0}) \
                  of shape {:?}",
                 self.shape
@@ -336,7 +294,7 @@ impl TensorView<'_> {
     pub fn check(&self, what: &str) -> Result<()> {
         let expected = byte_size(self.dtype, self.shape, what)?;
         if self.data.len() != expected {
-            return Err(OvError::InvalidInput(format!(
+            return Err(PortError::invalid(format!(
                 "{what}: {} bytes of data, expected {expected} ({} elements of shape {:?} x {} \
                  bytes for {})",
                 self.data.len(),
@@ -413,7 +371,7 @@ fn narrow<T: TryFrom<S>, S: Copy + fmt::Display>(
         .enumerate()
         .map(|(i, &x)| {
             T::try_from(x).map_err(|_| {
-                OvError::InvalidInput(format!(
+                PortError::invalid(format!(
                     "{what}: value {x} at index {i} does not fit {dtype}"
                 ))
             })
@@ -428,7 +386,7 @@ impl Tensor {
     pub fn from_values(dtype: Dtype, shape: &[i64], values: &Values, what: &str) -> Result<Tensor> {
         let count = byte_size(dtype, shape, what)? / dtype.size();
         if values.len() != count {
-            return Err(OvError::InvalidInput(format!(
+            return Err(PortError::invalid(format!(
                 "{what}: {} values in {}, expected {count} for shape {shape:?}",
                 values.len(),
                 values.field_name()
@@ -456,12 +414,12 @@ impl Tensor {
             (Dtype::F32, Values::Fp32(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             (Dtype::F64, Values::Fp64(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             (Dtype::F16 | Dtype::Bf16, _) => {
-                return Err(OvError::InvalidInput(format!(
+                return Err(PortError::invalid(format!(
                     "{what}: {dtype} has no typed contents field; send it in raw_input_contents"
                 )));
             }
             (_, v) => {
-                return Err(OvError::InvalidInput(format!(
+                return Err(PortError::invalid(format!(
                     "{what}: datatype {dtype} does not travel in {}; use {}",
                     v.field_name(),
                     contents_field(dtype)
@@ -500,7 +458,7 @@ impl Tensor {
             Dtype::F32 => Values::Fp32(le(d, f32::from_le_bytes)),
             Dtype::F64 => Values::Fp64(le(d, f64::from_le_bytes)),
             Dtype::F16 | Dtype::Bf16 => {
-                return Err(OvError::Unsupported(format!(
+                return Err(PortError::unsupported(format!(
                     "{} has no typed contents field; it is returned in raw_output_contents",
                     self.dtype
                 )));
@@ -528,13 +486,13 @@ pub fn byte_size(dtype: Dtype, shape: &[i64], what: &str) -> Result<usize> {
     let mut n: usize = dtype.size();
     for &d in shape {
         let d = usize::try_from(d).map_err(|_| {
-            OvError::InvalidInput(format!(
+            PortError::invalid(format!(
                 "{what}: shape {shape:?} has a negative dimension; every dimension must be >= 0"
             ))
         })?;
-        n = n.checked_mul(d).ok_or_else(|| {
-            OvError::InvalidInput(format!("{what}: shape {shape:?} is too large"))
-        })?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| PortError::invalid(format!("{what}: shape {shape:?} is too large")))?;
     }
     Ok(n)
 }
@@ -547,16 +505,9 @@ mod tests {
     fn kserve_names_round_trip() {
         for d in Dtype::ALL {
             assert_eq!(Dtype::from_kserve(d.kserve_name()).unwrap(), d);
-            assert_eq!(Dtype::from_element_type(d.element_type(), "x").unwrap(), d);
         }
         let err = Dtype::from_kserve("FLOAT").unwrap_err().to_string();
         assert!(err.contains("\"FLOAT\"") && err.contains("FP32"), "{err}");
-    }
-
-    #[test]
-    fn unsupported_element_type_names_tensor() {
-        let err = Dtype::from_element_type(ElementType::I4, "input x").unwrap_err();
-        assert!(err.to_string().contains("input x"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Fake ports: in-memory implementations of the `kiln_hal::ports` traits, for engine hub
+//! tests that run without OpenVINO, zfs-fuse or a bus. Each fake records what it was asked
+//! and can be told to fail, so a test asserts both the engine's answer and what reached
+//! the port. Touches only the directories a test hands it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kiln_hal::ports::{
+    BackendDevice, Dtype, InferenceBackend, LoadRequest, LoadedModel, PortError, PortInfo, Tensor,
+};
+
+/// The file that makes a directory a fake model: `<name> <DTYPE> <dims,...>` per input,
+/// one per line; outputs are named `<input>_out` and hold the input times [`SCALE`].
+pub const MODEL_FILE: &str = "fake-model.txt";
+/// What a fake model multiplies FP32 inputs by.
+pub const SCALE: f32 = 2.0;
+
+/// Writes a fake model version: `dir/<name>/<version>/fake-model.txt` with the given
+/// inputs, padded to `weights_bytes` so the first memory estimate is predictable.
+pub fn write_model(
+    repo: &Path,
+    name: &str,
+    version: u64,
+    inputs: &[(&str, Dtype, &[i64])],
+    weights_bytes: usize,
+) {
+    let dir = repo.join(name).join(version.to_string());
+    std::fs::create_dir_all(&dir).expect("create a fake model directory");
+    let mut text = String::new();
+    for (n, d, s) in inputs {
+        let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+        text.push_str(&format!("{n} {} {}\n", d.kserve_name(), dims.join(",")));
+    }
+    if text.len() < weights_bytes {
+        text.push_str(&"#".repeat(weights_bytes - text.len()));
+    }
+    std::fs::write(dir.join(MODEL_FILE), text).expect("write a fake model");
+}
+
+fn read_inputs(dir: &Path) -> Result<Vec<PortInfo>, PortError> {
+    let text = std::fs::read_to_string(dir.join(MODEL_FILE)).map_err(|e| {
+        PortError::not_found(format!("model at {}: no {MODEL_FILE} ({e})", dir.display()))
+    })?;
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let line = line.trim_end_matches('#');
+        let mut f = line.split(' ');
+        let (Some(name), Some(dtype), Some(dims)) = (f.next(), f.next(), f.next()) else {
+            return Err(PortError::invalid(format!("bad fake model line {line:?}")));
+        };
+        let shape = dims
+            .split(',')
+            .map(|d| d.parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError::invalid(format!("bad dims {dims:?}: {e}")))?;
+        out.push(PortInfo {
+            name: name.into(),
+            dtype: Dtype::from_kserve(dtype)?,
+            shape,
+            rank_dynamic: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Static shapes a load asked for, per input.
+pub type Reshape = Vec<(String, Vec<i64>)>;
+
+/// What a [`FakeBackend`] was asked.
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// `(device, reshape)` of every load that reached the backend.
+    pub loads: Mutex<Vec<(String, Reshape)>>,
+    /// Inferences run by every model it loaded.
+    pub infers: AtomicUsize,
+    /// Models loaded and not yet dropped.
+    pub live_models: AtomicUsize,
+}
+
+/// An inference backend with a configurable device list and failures.
+pub struct FakeBackend {
+    /// Device names it offers (`CPU`, `NPU`, ...).
+    pub devices: Mutex<Vec<String>>,
+    /// Devices whose loads fail, with the message.
+    pub failing: Mutex<Vec<(String, String)>>,
+    /// `Some(why)`: the runtime is missing and every call fails with it.
+    pub missing: Mutex<Option<String>>,
+    /// Bytes each load reports the process grew by.
+    pub memory_delta: Mutex<i64>,
+    /// Concurrent inferences each loaded model supports.
+    pub pool_size: usize,
+    pub calls: Arc<Calls>,
+}
+
+impl Default for FakeBackend {
+    fn default() -> FakeBackend {
+        FakeBackend {
+            devices: Mutex::new(vec!["CPU".into()]),
+            failing: Mutex::new(Vec::new()),
+            missing: Mutex::new(None),
+            memory_delta: Mutex::new(0),
+            pool_size: 1,
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl FakeBackend {
+    /// A backend offering these devices.
+    pub fn with_devices(devices: &[&str]) -> FakeBackend {
+        let b = FakeBackend::default();
+        *b.devices.lock().unwrap() = devices.iter().map(|d| d.to_string()).collect();
+        b
+    }
+
+    /// Makes loads on `device` fail with `message`.
+    pub fn fail_loads_on(&self, device: &str, message: &str) {
+        self.failing
+            .lock()
+            .unwrap()
+            .push((device.into(), message.into()));
+    }
+
+    fn present(&self) -> Result<(), PortError> {
+        match &*self.missing.lock().unwrap() {
+            Some(why) => Err(PortError::not_found(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl InferenceBackend for FakeBackend {
+    fn platform(&self) -> &str {
+        "fake"
+    }
+
+    fn locate(&self) -> Result<String, PortError> {
+        self.present()?;
+        Ok("fake runtime found in memory".into())
+    }
+
+    fn describe(&self) -> Result<String, PortError> {
+        self.present()?;
+        Ok("fake runtime 1.0".into())
+    }
+
+    fn version(&self) -> Result<String, PortError> {
+        self.present()?;
+        Ok("1.0".into())
+    }
+
+    fn devices(&self) -> Result<Vec<BackendDevice>, PortError> {
+        self.present()?;
+        Ok(self
+            .devices
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| BackendDevice {
+                name: n.clone(),
+                full_name: format!("fake {n}"),
+                optimization_capabilities: vec!["FP32".into()],
+                architecture: String::new(),
+                device_type: String::new(),
+            })
+            .collect())
+    }
+
+    fn weights_bytes(&self, dir: &Path) -> Result<u64, PortError> {
+        std::fs::metadata(dir.join(MODEL_FILE))
+            .map(|m| m.len())
+            .map_err(|e| {
+                PortError::not_found(format!(
+                    "model at {}: no {MODEL_FILE} in this directory ({e})",
+                    dir.display()
+                ))
+            })
+    }
+
+    fn inputs(&self, dir: &Path) -> Result<Vec<PortInfo>, PortError> {
+        self.present()?;
+        read_inputs(dir)
+    }
+
+    fn load(&self, req: &LoadRequest<'_>) -> Result<Arc<dyn LoadedModel>, PortError> {
+        self.present()?;
+        self.calls
+            .loads
+            .lock()
+            .unwrap()
+            .push((req.device.to_string(), req.reshape.to_vec()));
+        if let Some((_, why)) = self
+            .failing
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(d, _)| d == req.device)
+        {
+            return Err(PortError::internal(why.clone()));
+        }
+        let mut inputs = read_inputs(req.dir)?;
+        for (name, shape) in req.reshape {
+            if let Some(p) = inputs.iter_mut().find(|p| &p.name == name) {
+                p.shape = shape.clone();
+            }
+        }
+        let outputs = inputs
+            .iter()
+            .map(|p| PortInfo {
+                name: format!("{}_out", p.name),
+                ..p.clone()
+            })
+            .collect();
+        self.calls.live_models.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(FakeModel {
+            inputs,
+            outputs,
+            pool_size: self.pool_size,
+            memory_delta: *self.memory_delta.lock().unwrap(),
+            precision: req.hints.precision.map_or("f32", |p| p.as_str()),
+            calls: self.calls.clone(),
+        }))
+    }
+}
+
+/// A model a [`FakeBackend`] loaded: FP32 outputs are the inputs times [`SCALE`], other
+/// dtypes are echoed.
+pub struct FakeModel {
+    inputs: Vec<PortInfo>,
+    outputs: Vec<PortInfo>,
+    pool_size: usize,
+    memory_delta: i64,
+    precision: &'static str,
+    calls: Arc<Calls>,
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        self.calls.live_models.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl LoadedModel for FakeModel {
+    fn infer(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, PortError> {
+        self.calls.infers.fetch_add(1, Ordering::SeqCst);
+        let mut out = Vec::new();
+        for port in &self.inputs {
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| n == &port.name)
+                .ok_or_else(|| PortError::invalid(format!("input {} missing", port.name)))?;
+            let t = if t.dtype == Dtype::F32 {
+                let v: Vec<f32> = t.to_f32()?.iter().map(|x| x * SCALE).collect();
+                Tensor::from_f32(&t.shape, &v)?
+            } else {
+                t.clone()
+            };
+            out.push((format!("{}_out", port.name), t));
+        }
+        Ok(out)
+    }
+
+    fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    fn inputs(&self) -> &[PortInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[PortInfo] {
+        &self.outputs
+    }
+
+    fn precision(&self) -> &str {
+        self.precision
+    }
+
+    fn memory_delta_bytes(&self) -> i64 {
+        self.memory_delta
+    }
+}
