@@ -36,7 +36,7 @@ pub use memory::{Cgroup, CgroupVersion, Memory, Psi, PsiLine};
 pub use monitor::{DEBOUNCE, Monitor, MonitorHandle, MonitorOptions};
 pub use ncs2::Ncs2;
 pub use power::{Battery, Power, PowerSource, Thermal, ThermalZone, TripPoint};
-pub use tree::Problem;
+pub use tree::{Problem, parse_cpu_list};
 
 /// Everything the HAL found, in one serialisable snapshot. Its JSON form differs from
 /// the Rust layout: `cpus` is the per-CPU array, the CPU-wide facts are `cpu_info`

@@ -244,7 +244,7 @@ pub(crate) fn clip(s: &str) -> String {
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.
-pub(crate) fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
     let s = s.trim();
     let mut out = Vec::new();
     if s.is_empty() {

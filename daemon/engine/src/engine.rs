@@ -200,7 +200,7 @@ impl Engine {
                 budget,
                 devices,
                 models: crate::models::ModelsHub::new(ports.inference),
-                jobs: crate::jobs::JobsHub::new(),
+                jobs: crate::jobs::JobsHub::new(ports.jobs),
                 events: crate::events::EventBus::default(),
                 vectors: crate::vectors::VectorsHub::new(),
                 sources,

@@ -90,3 +90,18 @@ impl fmt::Display for EngineError {
 }
 
 impl std::error::Error for EngineError {}
+
+/// A port's failure, kind for kind.
+impl From<kiln_hal::ports::PortError> for EngineError {
+    fn from(e: kiln_hal::ports::PortError) -> EngineError {
+        use kiln_hal::ports::ErrorKind as P;
+        let kind = match e.kind {
+            P::InvalidArgument => ErrorKind::InvalidArgument,
+            P::NotFound => ErrorKind::NotFound,
+            P::Unsupported | P::FailedPrecondition => ErrorKind::FailedPrecondition,
+            P::PermissionDenied => ErrorKind::PermissionDenied,
+            P::Internal => ErrorKind::Internal,
+        };
+        EngineError::new(kind, e.message)
+    }
+}

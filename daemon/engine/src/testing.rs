@@ -1,10 +1,11 @@
 //! Engines on fake ports for the hubs' unit tests: the recorded Latitude 5450 tree as the
-//! machine, a temporary state directory and model repository, the root-only authority.
+//! machine, a temporary state directory, model repository and directory storage, the
+//! root-only authority.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiln_testkit::fakes::FakeBackend;
+use kiln_testkit::fakes::{FakeBackend, FakeLauncher};
 
 use crate::auth::GroupAuthority;
 use crate::config::{self, ConfigSources, Overrides};
@@ -12,7 +13,7 @@ use crate::engine::{Engine, LiveSettings};
 use crate::state::StateDb;
 use crate::wiring::Ports;
 
-struct NoLive;
+pub(crate) struct NoLive;
 impl LiveSettings for NoLive {
     fn set_log_level(&self, _: &str) -> Result<(), String> {
         Ok(())
@@ -23,9 +24,14 @@ impl LiveSettings for NoLive {
 pub(crate) struct TestEngine {
     pub engine: Engine,
     pub backend: Arc<FakeBackend>,
+    /// Starts jobs once [`Engine::start_jobs`] is called.
+    pub launcher: Arc<FakeLauncher>,
     /// Model repository (`[models] repository`).
     pub repo: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Its kiln.toml.
+    pub config: PathBuf,
+    /// Holds every file above; dropped last.
+    pub dir: tempfile::TempDir,
 }
 
 /// The recorded machine tree the HAL reads.
@@ -50,10 +56,15 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
         ),
     )
     .unwrap();
-    let sources = ConfigSources::new(Some(main), Overrides::default());
+    let overrides = Overrides {
+        state_dir: Some(dir.path().join("state")),
+        ..Overrides::default()
+    };
+    let sources = ConfigSources::new(Some(main.clone()), overrides);
     let loaded = config::load(&sources).unwrap();
     let db = StateDb::open(&dir.path().join("state")).unwrap();
     let backend = Arc::new(backend);
+    let launcher = Arc::new(FakeLauncher::default());
     let engine = Engine::with_ports(
         loaded,
         sources,
@@ -62,13 +73,16 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
         Box::new(NoLive),
         Ports {
             inference: backend.clone(),
+            jobs: Some(launcher.clone()),
         },
     )
     .unwrap();
     TestEngine {
         engine,
         backend,
+        launcher,
         repo,
-        _dir: dir,
+        config: main,
+        dir,
     }
 }

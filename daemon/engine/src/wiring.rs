@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiln_hal::ports::InferenceBackend;
+use kiln_hal::ports::{InferenceBackend, JobLauncher};
+use kiln_jobs::{ForkLauncher, ShimCommand, SystemdLauncher};
 use kiln_openvino::{LibrarySearch, OpenVinoBackend};
 
 use crate::Config;
@@ -14,6 +15,9 @@ use crate::Config;
 #[derive(Clone)]
 pub struct Ports {
     pub inference: Arc<dyn InferenceBackend>,
+    /// `None`: [`crate::Engine::start_jobs`] picks fork or systemd by `[jobs] launcher`
+    /// (see [`job_launchers`]) once the job shim is known.
+    pub jobs: Option<Arc<dyn JobLauncher>>,
 }
 
 impl Ports {
@@ -21,6 +25,7 @@ impl Ports {
     pub fn from_config(cfg: &Config) -> Ports {
         Ports {
             inference: Arc::new(OpenVinoBackend::new(library_search(cfg))),
+            jobs: None,
         }
     }
 }
@@ -34,4 +39,48 @@ fn library_search(cfg: &Config) -> LibrarySearch {
             .map(PathBuf::from),
     );
     LibrarySearch::new(cfg.openvino.library.clone(), prefixes)
+}
+
+/// The launcher jobs start on, the one they fall back to when it refuses, and why the
+/// choice is not the one configured.
+pub(crate) struct Launchers {
+    pub active: Arc<dyn JobLauncher>,
+    pub fallback: Option<Arc<dyn JobLauncher>>,
+    pub degraded: Option<String>,
+}
+
+/// `[jobs] launcher`: `fork`; `systemd` (fork, degraded, when systemd or the system bus is
+/// missing); `auto` (systemd when it answers, else fork). A systemd launcher falls back to
+/// fork when systemd refuses kilnd its units.
+pub(crate) async fn job_launchers(want: &str, shim: ShimCommand) -> Launchers {
+    let fork: Arc<dyn JobLauncher> = Arc::new(ForkLauncher::new(shim.clone()));
+    let plain = |degraded| Launchers {
+        active: fork.clone(),
+        fallback: None,
+        degraded,
+    };
+    if want == "fork" {
+        return plain(None);
+    }
+    let conn = if kiln_jobs::systemd::booted() {
+        zbus::Connection::system().await.ok()
+    } else {
+        None
+    };
+    match conn {
+        Some(conn) => Launchers {
+            active: Arc::new(SystemdLauncher::new(
+                shim,
+                conn,
+                tokio::runtime::Handle::current(),
+            )),
+            fallback: Some(fork.clone()),
+            degraded: None,
+        },
+        None if want == "systemd" => plain(Some(
+            "jobs.launcher = \"systemd\" but systemd is not running or the system bus does not answer; using fork"
+                .into(),
+        )),
+        None => plain(None),
+    }
 }

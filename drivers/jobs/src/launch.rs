@@ -3,106 +3,19 @@
 //! (what was applied, written by the shim once the process runs) and `exit.json`
 //! (how it ended, written atomically by the shim). Also the small fs helpers.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
+pub use kiln_hal::ports::{ExitRecord, LaunchPlan, StartedInfo};
 
 pub const LAUNCH_FILE: &str = "launch.json";
 pub const STARTED_FILE: &str = "started.json";
 pub const EXIT_FILE: &str = "exit.json";
 /// The marker a job creates in `$KILN_CHECKPOINT_DIR` to ask for a checkpoint.
 pub const CHECKPOINT_MARKER: &str = ".checkpoint";
-
-/// Everything the shim needs to run one job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LaunchPlan {
-    pub job_id: u64,
-    pub name: String,
-    pub argv: Vec<String>,
-    pub workdir: PathBuf,
-    /// Full environment of the job (the shim clears its own).
-    pub env: BTreeMap<String, String>,
-    /// CPUs the job may run on (empty: no affinity change).
-    pub cpus: Vec<usize>,
-    pub memory_bytes: u64,
-    /// Relative CPU weight 1..=10000 (cgroup cpu.weight / systemd CPUWeight).
-    pub cpu_weight: u64,
-    /// 0 = none.
-    pub max_runtime_s: u64,
-    /// SIGTERM → SIGKILL grace, milliseconds.
-    pub grace_ms: u64,
-    pub log_path: PathBuf,
-    pub checkpoint_dir: PathBuf,
-    pub run_dir: PathBuf,
-    /// Create a cgroup for the job (false when systemd already put it in a unit).
-    pub cgroup: bool,
-    /// Where cgroup hierarchies are mounted (normally /sys/fs/cgroup).
-    pub cgroup_root: PathBuf,
-}
-
-/// Written by the shim once the job's process runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartedInfo {
-    pub shim_pid: i32,
-    pub shim_start_ticks: u64,
-    pub pid: i32,
-    pub started_at: i64,
-    /// CPU list applied with sched_setaffinity, e.g. "0-3".
-    pub cpus: String,
-    /// How memory is limited: e.g. "cgroup v2 memory.max=...", "cgroup v1 ...", "rlimit AS=...".
-    pub memory_limit: String,
-    /// The cgroup directory created for the job, if any.
-    pub cgroup: Option<PathBuf>,
-    /// Why no cgroup was used, if none was.
-    pub cgroup_note: Option<String>,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// Exit code when it exited normally.
-    pub code: Option<i32>,
-    /// Signal that ended it.
-    pub signal: Option<i32>,
-    /// `exited`, `cancelled`, `max-runtime`, `memory-limit`, `spawn-failed`, `lost`.
-    pub reason: String,
-    pub detail: String,
-    pub finished_at: i64,
-}
-
-impl ExitRecord {
-    pub fn success(&self) -> bool {
-        self.code == Some(0) && self.reason == "exited"
-    }
-
-    pub fn lost(detail: impl Into<String>) -> ExitRecord {
-        ExitRecord {
-            code: None,
-            signal: None,
-            reason: "lost".into(),
-            detail: detail.into(),
-            finished_at: now_unix(),
-        }
-    }
-
-    /// One line: "exited 0", "cancelled (signal 15)", ...
-    pub fn summary(&self) -> String {
-        let how = match (self.code, self.signal) {
-            (Some(c), _) => format!("code {c}"),
-            (None, Some(s)) => format!("signal {s}"),
-            _ => "no status".into(),
-        };
-        if self.detail.is_empty() {
-            format!("{} ({how})", self.reason)
-        } else {
-            format!("{} ({how}): {}", self.reason, self.detail)
-        }
-    }
-}
 
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()

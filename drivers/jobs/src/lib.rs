@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod launch;
+pub mod launcher;
 pub mod queue;
 pub mod shim;
 pub mod spec;
@@ -18,6 +19,9 @@ pub mod systemd;
 
 pub use error::{JobError, JobErrorKind};
 pub use launch::{CHECKPOINT_MARKER, ExitRecord, LaunchPlan, StartedInfo};
+pub use launcher::ForkLauncher;
+#[cfg(feature = "systemd")]
+pub use launcher::SystemdLauncher;
 pub use queue::{Admit, JobQueue, Queued};
 pub use spec::{CpuKind, CpuRequest, Device, JobSpec, Limits, Placement, gib, parse_memory};
 pub use supervisor::{

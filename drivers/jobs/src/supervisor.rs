@@ -9,33 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::JobError;
 use crate::launch::{
     CHECKPOINT_MARKER, EXIT_FILE, ExitRecord, LAUNCH_FILE, LaunchPlan, STARTED_FILE, StartedInfo,
     proc_start, read_json, write_json_atomic,
 };
+pub use kiln_hal::ports::JobRecord;
 
 /// How to run the shim: e.g. `kilnd` with `["job-shim"]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
-}
-
-/// What the caller persists to find a job again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub job_id: u64,
-    pub run_dir: PathBuf,
-    pub shim_pid: i32,
-    pub shim_start_ticks: u64,
-    /// Job process pid (its process group id).
-    pub pid: i32,
-    pub checkpoint_dir: PathBuf,
-    /// systemd unit name when started through systemd.
-    pub unit: Option<String>,
 }
 
 /// A running job.

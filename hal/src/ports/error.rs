@@ -12,6 +12,10 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The backend or model cannot do what was asked (unsupported dtype, dynamic shape, ...).
     Unsupported,
+    /// The thing is not in a state that allows this (a job that already ended).
+    FailedPrecondition,
+    /// The port may not do this here (a service manager refused to start a unit).
+    PermissionDenied,
     /// The backend itself failed, or the system did.
     Internal,
 }
@@ -41,6 +45,14 @@ impl PortError {
 
     pub fn not_found(message: impl Into<String>) -> PortError {
         PortError::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn precondition(message: impl Into<String>) -> PortError {
+        PortError::new(ErrorKind::FailedPrecondition, message)
+    }
+
+    pub fn denied(message: impl Into<String>) -> PortError {
+        PortError::new(ErrorKind::PermissionDenied, message)
     }
 
     pub fn internal(message: impl Into<String>) -> PortError {

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod inference;
+pub mod jobs;
 pub mod tensor;
 
 pub use error::{ErrorKind, PortError};
@@ -12,4 +13,5 @@ pub use inference::{
     BackendDevice, Calibration, InferenceBackend, LoadHints, LoadRequest, LoadedModel,
     PerformanceHint, PortInfo, Precision, calibrate_with_shapes,
 };
+pub use jobs::{Adopted, ExitRecord, JobLauncher, JobRecord, LaunchPlan, RunningJob, StartedInfo};
 pub use tensor::{Dtype, Tensor, TensorView, Values, byte_size, contents_field};

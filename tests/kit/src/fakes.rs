@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_hal::ports::{
-    BackendDevice, Dtype, InferenceBackend, LoadRequest, LoadedModel, PortError, PortInfo, Tensor,
+    Adopted, BackendDevice, Dtype, ExitRecord, InferenceBackend, JobLauncher, JobRecord,
+    LaunchPlan, LoadRequest, LoadedModel, PortError, PortInfo, RunningJob, StartedInfo, Tensor,
 };
 
 /// The file that makes a directory a fake model: `<name> <DTYPE> <dims,...>` per input,
@@ -283,5 +284,172 @@ impl LoadedModel for FakeModel {
 
     fn memory_delta_bytes(&self) -> i64 {
         self.memory_delta
+    }
+}
+
+/// How a [`FakeLauncher`]'s job is doing, shared between the launcher, the job and the
+/// test that decides when it ends.
+#[derive(Debug, Default)]
+pub struct FakeJobState {
+    /// `Some`: the job has ended with this record (the test sets it, or a cancel does).
+    pub exit: Option<ExitRecord>,
+    pub cancelled: bool,
+}
+
+/// What a [`FakeLauncher`] was asked.
+#[derive(Debug, Default)]
+pub struct LaunchCalls {
+    /// Every plan it was asked to start, in order.
+    pub started: Vec<LaunchPlan>,
+    /// Records it was asked to adopt.
+    pub adopted: Vec<JobRecord>,
+    /// Each started job's state, by job id.
+    pub jobs: std::collections::BTreeMap<u64, Arc<Mutex<FakeJobState>>>,
+}
+
+/// A job launcher that runs nothing: each start makes a job that runs until the test
+/// ends it ([`FakeLauncher::finish`]) or it is cancelled.
+#[derive(Default)]
+pub struct FakeLauncher {
+    pub calls: Mutex<LaunchCalls>,
+    /// `Some(kind, message)`: every start fails so.
+    pub refuse: Mutex<Option<(kiln_hal::ports::ErrorKind, String)>>,
+    /// What adopting any record finds: `None` means it is still running.
+    pub adopt_as: Mutex<Option<ExitRecord>>,
+}
+
+impl FakeLauncher {
+    /// Ends job `id` with `code` (0: success).
+    pub fn finish(&self, id: u64, code: i32) {
+        let calls = self.calls.lock().unwrap();
+        let job = calls.jobs.get(&id).expect("the job was started");
+        job.lock().unwrap().exit = Some(ExitRecord {
+            code: Some(code),
+            signal: None,
+            reason: "exited".into(),
+            detail: String::new(),
+            finished_at: 0,
+        });
+    }
+
+    /// The plans started so far.
+    pub fn started(&self) -> Vec<LaunchPlan> {
+        self.calls.lock().unwrap().started.clone()
+    }
+
+    fn job(&self, record: JobRecord) -> Box<dyn RunningJob> {
+        let state = self
+            .calls
+            .lock()
+            .unwrap()
+            .jobs
+            .entry(record.job_id)
+            .or_default()
+            .clone();
+        Box::new(FakeJob {
+            started: StartedInfo {
+                shim_pid: record.shim_pid,
+                shim_start_ticks: record.shim_start_ticks,
+                pid: record.pid,
+                started_at: 0,
+                cpus: String::new(),
+                memory_limit: "fake".into(),
+                cgroup: None,
+                cgroup_note: None,
+            },
+            record,
+            state,
+        })
+    }
+}
+
+impl JobLauncher for FakeLauncher {
+    fn describe(&self) -> String {
+        "fake launcher".into()
+    }
+
+    fn start(&self, plan: &LaunchPlan) -> Result<Box<dyn RunningJob>, PortError> {
+        if let Some((kind, msg)) = &*self.refuse.lock().unwrap() {
+            return Err(PortError::new(*kind, msg.clone()));
+        }
+        self.calls.lock().unwrap().started.push(plan.clone());
+        let mut job = self.job(JobRecord {
+            job_id: plan.job_id,
+            run_dir: plan.run_dir.clone(),
+            shim_pid: 1_000_000 + plan.job_id as i32,
+            shim_start_ticks: 1,
+            pid: 2_000_000 + plan.job_id as i32,
+            checkpoint_dir: plan.checkpoint_dir.clone(),
+            unit: None,
+        });
+        let _ = job.poll();
+        Ok(job)
+    }
+
+    fn adopt(&self, record: &JobRecord) -> Adopted {
+        self.calls.lock().unwrap().adopted.push(record.clone());
+        match self.adopt_as.lock().unwrap().clone() {
+            Some(exit) => Adopted::Finished(exit),
+            None => Adopted::Running(self.job(record.clone())),
+        }
+    }
+
+    fn started_record(
+        &self,
+        _job_id: u64,
+        _run_dir: &Path,
+        _checkpoint_dir: &Path,
+    ) -> Option<(JobRecord, StartedInfo)> {
+        None
+    }
+
+    fn take_checkpoint_request(&self, checkpoint_dir: &Path) -> Option<String> {
+        let marker = checkpoint_dir.join(".checkpoint");
+        let label = std::fs::read_to_string(&marker).ok()?;
+        std::fs::remove_file(&marker).ok()?;
+        Some(label.trim().to_string())
+    }
+
+    fn memory_used(&self, _started: &StartedInfo) -> Option<u64> {
+        Some(4096)
+    }
+}
+
+struct FakeJob {
+    record: JobRecord,
+    started: StartedInfo,
+    state: Arc<Mutex<FakeJobState>>,
+}
+
+impl RunningJob for FakeJob {
+    fn record(&self) -> &JobRecord {
+        &self.record
+    }
+
+    fn started(&self) -> &StartedInfo {
+        &self.started
+    }
+
+    fn poll(&mut self) -> Option<ExitRecord> {
+        self.state.lock().unwrap().exit.clone()
+    }
+
+    fn cancel(&mut self) -> Result<(), PortError> {
+        let mut st = self.state.lock().unwrap();
+        if st.exit.is_some() {
+            return Err(PortError::precondition(format!(
+                "job {} has already ended",
+                self.record.job_id
+            )));
+        }
+        st.cancelled = true;
+        st.exit = Some(ExitRecord {
+            code: None,
+            signal: Some(15),
+            reason: "cancelled".into(),
+            detail: String::new(),
+            finished_at: 0,
+        });
+        Ok(())
     }
 }

@@ -7,6 +7,8 @@
 //! and the job supervisors it started.
 
 pub mod db;
+#[cfg(test)]
+mod hub_tests;
 
 pub use db::JobState;
 mod request;
@@ -20,8 +22,8 @@ pub fn run_job_shim(launch: &str) -> i32 {
 }
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,10 +35,11 @@ use crate::engine::{Engine, rfc3339};
 use crate::error::{EngineError, ErrorKind};
 use crate::events::Event;
 use db::{CheckpointRow, JobRow};
-use kiln_jobs::{
-    Admit, CpuKind, Device, ExitRecord, JobError, JobErrorKind, JobHandle, JobQueue, LaunchPlan,
-    Limits, Readopt,
+use kiln_hal::ports::{
+    Adopted, ErrorKind as PortKind, ExitRecord, JobLauncher, JobRecord, LaunchPlan, PortError,
+    RunningJob,
 };
+use kiln_jobs::{Admit, CpuKind, Device, JobError, JobErrorKind, JobQueue, Limits};
 use kiln_storage::Dataset;
 
 /// The `[jobs]` config table.
@@ -134,7 +137,7 @@ impl JobInfo {
 }
 
 struct Running {
-    handle: JobHandle,
+    handle: Box<dyn RunningJob>,
     _reservation: Option<Reservation>,
     cpus: Vec<usize>,
     snapshots: Vec<String>,
@@ -147,33 +150,44 @@ struct HubState {
     running: BTreeMap<u64, Running>,
 }
 
-enum Launcher {
-    Fork,
-    Systemd(zbus::Connection),
-}
-
 /// The engine's job registry.
 pub(crate) struct JobsHub {
     state: Mutex<HubState>,
     ops: tokio::sync::Mutex<()>,
     kick: Notify,
-    shim: Mutex<Option<ShimCommand>>,
-    launcher: tokio::sync::RwLock<Option<Launcher>>,
+    /// What starts jobs; `None` until [`Engine::start_jobs`].
+    launcher: std::sync::RwLock<Option<Arc<dyn JobLauncher>>>,
+    /// Where jobs go when the launcher may not start them (systemd refusing kilnd).
+    fallback: Mutex<Option<Arc<dyn JobLauncher>>>,
+    /// A launcher given at construction (tests' fakes); `None`: chosen by `[jobs] launcher`.
+    given: Option<Arc<dyn JobLauncher>>,
 }
 
 impl JobsHub {
-    pub(crate) fn new() -> JobsHub {
+    pub(crate) fn new(given: Option<Arc<dyn JobLauncher>>) -> JobsHub {
         JobsHub {
             state: Mutex::new(HubState::default()),
             ops: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
-            shim: Mutex::new(None),
-            launcher: tokio::sync::RwLock::new(None),
+            launcher: std::sync::RwLock::new(None),
+            fallback: Mutex::new(None),
+            given,
         }
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn launcher(&self) -> Option<Arc<dyn JobLauncher>> {
+        self.launcher
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_launcher(&self, l: Arc<dyn JobLauncher>) {
+        *self.launcher.write().unwrap_or_else(|p| p.into_inner()) = Some(l);
     }
 }
 
@@ -200,14 +214,6 @@ fn cpu_weight(priority: i32) -> u64 {
     } else {
         100 + 9 * p / 10
     }) as u64
-}
-
-fn memory_used(started: &kiln_jobs::StartedInfo) -> Option<u64> {
-    let dir = started.cgroup.as_ref()?;
-    ["memory.current", "memory.usage_in_bytes"]
-        .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .and_then(|s| s.trim().parse().ok())
 }
 
 /// The job's owner, root, or kilnd itself (an internal caller).
@@ -305,7 +311,9 @@ impl Engine {
             pid: st.filter(|_| running).map(|s| s.pid),
             cpus: st.map(|s| s.cpus.clone()).unwrap_or_default(),
             memory_limit: st.map(|s| s.memory_limit.clone()).unwrap_or_default(),
-            memory_used_bytes: st.filter(|_| running).and_then(memory_used),
+            memory_used_bytes: st
+                .filter(|_| running)
+                .and_then(|s| self.jobs().launcher()?.memory_used(s)),
             progress,
             exit_code: r.exit.as_ref().and_then(|e| e.code),
             signal: r.exit.as_ref().and_then(|e| e.signal),
@@ -389,13 +397,7 @@ impl Engine {
         mut spec: JobSpec,
     ) -> Result<JobInfo, EngineError> {
         spec.validate(&self.job_limits()).map_err(job_err)?;
-        if self
-            .jobs()
-            .shim
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
+        if self.jobs().launcher().is_none() {
             return Err(EngineError::unavailable(
                 "jobs are not running in this daemon (start_jobs was not called)",
             ));
@@ -544,45 +546,21 @@ impl Engine {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         };
         let _ = db::set_state(self.db(), id, JobState::Starting, "starting");
-        let shim = self
-            .jobs()
-            .shim
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(shim) = shim else { return };
-        let unit_start = {
-            let launcher = self.jobs().launcher.read().await;
-            match &*launcher {
-                Some(Launcher::Systemd(conn)) => {
-                    let mut plan = plan.clone();
-                    plan.cgroup = false;
-                    Some(
-                        match kiln_jobs::systemd::start_unit(conn, &shim, &plan).await {
-                            Ok(unit) => tokio::task::spawn_blocking(move || {
-                                kiln_jobs::systemd::finish_unit_start(&plan, &unit)
-                            })
-                            .await
-                            .unwrap_or_else(|e| Err(JobError::spawn(e.to_string()))),
-                            Err(e) => Err(e),
-                        },
-                    )
-                }
-                _ => None,
-            }
+        let Some(launcher) = self.jobs().launcher() else {
+            return;
         };
-        let result = match unit_start {
-            Some(Err(e)) if e.kind == JobErrorKind::Denied => {
-                self.systemd_refused(&e).await;
-                self.fork_job(shim, plan).await
-            }
-            Some(r) => r,
-            None => self.fork_job(shim, plan).await,
+        let result = match self.start_on(launcher, plan.clone()).await {
+            Err(e) if e.kind == PortKind::PermissionDenied => match self.fall_back(&e) {
+                Some(fallback) => self.start_on(fallback, plan).await,
+                None => Err(e),
+            },
+            r => r,
         };
         match result {
             Ok(handle) => {
-                let _ = db::set_running(self.db(), id, &handle.record, &handle.started, &now());
-                tracing::info!(job = id, pid = handle.started.pid, cpus = %handle.started.cpus, memory = %handle.started.memory_limit, "job running");
+                let started = handle.started();
+                let _ = db::set_running(self.db(), id, handle.record(), started, &now());
+                tracing::info!(job = id, pid = started.pid, cpus = %started.cpus, memory = %started.memory_limit, "job running");
                 self.jobs().st().running.insert(
                     id,
                     Running {
@@ -692,7 +670,7 @@ impl Engine {
                     info.state
                 )));
             };
-            r.handle.cancel().map_err(job_err)?;
+            r.handle.cancel().map_err(EngineError::from)?;
             drop(st);
             db::set_state(
                 self.db(),
@@ -776,16 +754,22 @@ impl Engine {
     async fn check_running(&self) {
         let mut ended = Vec::new();
         let mut ckpts = Vec::new();
+        let Some(launcher) = self.jobs().launcher() else {
+            return;
+        };
         {
             let mut st = self.jobs().st();
             for (id, r) in st.running.iter_mut() {
+                let marker = |r: &Running| {
+                    launcher.take_checkpoint_request(&r.handle.record().checkpoint_dir)
+                };
                 // A marker set just before exit is still honoured.
-                if let Some(label) = r.handle.take_checkpoint_request() {
+                if let Some(label) = marker(r) {
                     ckpts.push((*id, label));
                 }
                 if let Some(exit) = r.handle.poll() {
                     // A marker written between the check above and the exit.
-                    if let Some(label) = r.handle.take_checkpoint_request() {
+                    if let Some(label) = marker(r) {
                         ckpts.push((*id, label));
                     }
                     ended.push((*id, exit));
@@ -811,61 +795,63 @@ impl Engine {
         }
     }
 
-    async fn fork_job(&self, shim: ShimCommand, plan: LaunchPlan) -> Result<JobHandle, JobError> {
-        tokio::task::spawn_blocking(move || kiln_jobs::spawn(&shim, &plan))
+    /// Start a job on `launcher` (a blocking call, off the async workers).
+    async fn start_on(
+        &self,
+        launcher: Arc<dyn JobLauncher>,
+        plan: LaunchPlan,
+    ) -> Result<Box<dyn RunningJob>, PortError> {
+        tokio::task::spawn_blocking(move || launcher.start(&plan))
             .await
-            .unwrap_or_else(|e| Err(JobError::spawn(e.to_string())))
+            .unwrap_or_else(|e| {
+                Err(PortError::internal(format!(
+                    "the job start task failed: {e}"
+                )))
+            })
     }
 
-    /// systemd would not let kilnd start transient units: supervise jobs by fork from now
-    /// on (until kilnd restarts) and say why in status.
-    async fn systemd_refused(&self, e: &JobError) {
-        *self.jobs().launcher.write().await = Some(Launcher::Fork);
+    /// The launcher refused to start jobs for kilnd (systemd without the polkit grant):
+    /// use the fallback from now on (until kilnd restarts) and say why in status.
+    fn fall_back(&self, e: &PortError) -> Option<Arc<dyn JobLauncher>> {
+        let fallback = self
+            .jobs()
+            .fallback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        self.jobs().set_launcher(fallback.clone());
         let detail = format!(
-            "supervised child processes (fork): {}. Jobs stop when kilnd stops; to run them as \
-             systemd units allow user kiln org.freedesktop.systemd1.manage-units (docs/jobs.md, \
-             Under systemd) and restart kilnd",
+            "{}: {}. Jobs stop when kilnd stops; to run them as systemd units allow user kiln \
+             org.freedesktop.systemd1.manage-units (docs/jobs.md, Under systemd) and restart kilnd",
+            fallback.describe(),
             e.message
         );
         tracing::warn!("{detail}");
         self.set_component("jobs", crate::ComponentState::Degraded, detail);
+        Some(fallback)
     }
 
     /// Start job handling: pick the launcher, re-adopt jobs left by a previous daemon,
     /// requeue waiting ones and run the scheduler. Call once, inside the runtime.
     pub async fn start_jobs(&self, shim: ShimCommand) {
-        *self.jobs().shim.lock().unwrap_or_else(|p| p.into_inner()) = Some(shim);
-        let cfg = self.config().jobs;
-        let launcher = match cfg.launcher.as_str() {
-            "fork" => Launcher::Fork,
-            want => {
-                let conn = if kiln_jobs::systemd::booted() {
-                    zbus::Connection::system().await.ok()
-                } else {
-                    None
-                };
-                match conn {
-                    Some(c) => Launcher::Systemd(c),
-                    None if want == "systemd" => {
-                        self.set_component(
-                            "jobs",
-                            crate::ComponentState::Degraded,
-                            "jobs.launcher = \"systemd\" but systemd is not running or the system bus does not answer; using fork",
-                        );
-                        Launcher::Fork
-                    }
-                    None => Launcher::Fork,
-                }
-            }
+        let chosen = match &self.jobs().given {
+            Some(l) => crate::wiring::Launchers {
+                active: l.clone(),
+                fallback: None,
+                degraded: None,
+            },
+            None => crate::wiring::job_launchers(&self.config().jobs.launcher, shim).await,
         };
-        let how = match &launcher {
-            Launcher::Fork => "supervised child processes (fork)",
-            Launcher::Systemd(_) => "systemd transient units",
-        };
-        *self.jobs().launcher.write().await = Some(launcher);
-        if cfg.launcher != "systemd" || how.starts_with("systemd") {
-            self.set_component("jobs", crate::ComponentState::Ok, how);
+        match &chosen.degraded {
+            Some(why) => self.set_component("jobs", crate::ComponentState::Degraded, why.clone()),
+            None => self.set_component("jobs", crate::ComponentState::Ok, chosen.active.describe()),
         }
+        self.jobs().set_launcher(chosen.active);
+        *self
+            .jobs()
+            .fallback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = chosen.fallback;
         self.skip_ids_the_datasets_hold();
         self.recover_jobs().await;
         let me = self.clone();
@@ -905,22 +891,15 @@ impl Engine {
                 }
                 JobState::Starting if row.record.is_none() => {
                     // Died between launch and the running row: the shim may have started.
-                    let dir = PathBuf::from(&row.run_dir);
-                    let started: Option<kiln_jobs::StartedInfo> =
-                        kiln_jobs::launch::read_json(&dir.join(kiln_jobs::launch::STARTED_FILE))
-                            .ok()
-                            .flatten();
-                    match started {
-                        Some(s) => {
-                            let rec = kiln_jobs::JobRecord {
-                                job_id: id,
-                                run_dir: dir,
-                                shim_pid: s.shim_pid,
-                                shim_start_ticks: s.shim_start_ticks,
-                                pid: s.pid,
-                                checkpoint_dir: PathBuf::from(&row.checkpoint_dir),
-                                unit: None,
-                            };
+                    let found = self.jobs().launcher().and_then(|l| {
+                        l.started_record(
+                            id,
+                            Path::new(&row.run_dir),
+                            Path::new(&row.checkpoint_dir),
+                        )
+                    });
+                    match found {
+                        Some((rec, s)) => {
                             let _ = db::set_running(self.db(), id, &rec, &s, &now());
                             self.readopt_one(id, &row.spec, rec).await;
                         }
@@ -954,14 +933,18 @@ impl Engine {
         }
     }
 
-    async fn readopt_one(&self, id: u64, spec: &JobSpec, rec: kiln_jobs::JobRecord) {
+    async fn readopt_one(&self, id: u64, spec: &JobSpec, rec: JobRecord) {
         let snaps: Vec<String> = db::checkpoints(self.db(), id)
             .map(|v| v.into_iter().map(|c| c.snapshot).collect())
             .unwrap_or_default();
         let ckpt_dir = rec.checkpoint_dir.clone();
-        let r = tokio::task::spawn_blocking(move || kiln_jobs::readopt(&rec)).await;
+        let Some(launcher) = self.jobs().launcher() else {
+            return;
+        };
+        let l = launcher.clone();
+        let r = tokio::task::spawn_blocking(move || l.adopt(&rec)).await;
         match r {
-            Ok(Readopt::Running(handle)) => {
+            Ok(Adopted::Running(handle)) => {
                 let reservation = match self
                     .budget()
                     .reserve(&format!("job {id} ({})", spec.name), spec.memory_bytes)
@@ -972,12 +955,16 @@ impl Engine {
                         None
                     }
                 };
-                tracing::info!(job = id, pid = handle.started.pid, "re-adopted running job");
-                let cpus = kiln_jobs::launch::parse_cpus(&handle.started.cpus);
+                tracing::info!(
+                    job = id,
+                    pid = handle.started().pid,
+                    "re-adopted running job"
+                );
+                let cpus = kiln_hal::parse_cpu_list(&handle.started().cpus).unwrap_or_default();
                 self.jobs().st().running.insert(
                     id,
                     Running {
-                        handle: *handle,
+                        handle,
                         _reservation: reservation,
                         cpus,
                         snapshots: snaps,
@@ -991,10 +978,10 @@ impl Engine {
                 );
                 self.publish(id);
             }
-            Ok(Readopt::Finished(exit)) => {
+            Ok(Adopted::Finished(exit)) => {
                 // A checkpoint asked for while kilnd was away is still recorded.
                 let mut snaps = snaps;
-                if let Some(label) = kiln_jobs::take_checkpoint_request(&ckpt_dir) {
+                if let Some(label) = launcher.take_checkpoint_request(&ckpt_dir) {
                     match self.take_checkpoint(id, label).await {
                         Ok(s) => snaps.push(s),
                         Err(e) => tracing::warn!(job = id, error = %e, "checkpoint failed"),
@@ -1002,7 +989,7 @@ impl Engine {
                 }
                 self.finish_job(id, &exit, snaps)
             }
-            Ok(Readopt::Lost(why)) => {
+            Ok(Adopted::Lost(why)) => {
                 let _ = db::set_finished(
                     self.db(),
                     id,

@@ -210,6 +210,10 @@ fn port_err(e: PortError) -> EngineError {
     match e.kind() {
         PortKind::InvalidArgument => EngineError::invalid(e.message),
         PortKind::NotFound | PortKind::Unsupported => EngineError::precondition(e.message),
+        PortKind::FailedPrecondition => EngineError::precondition(e.message),
+        PortKind::PermissionDenied => {
+            EngineError::new(crate::ErrorKind::PermissionDenied, e.message)
+        }
         PortKind::Internal => EngineError::internal(e.message),
     }
 }
