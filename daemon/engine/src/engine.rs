@@ -202,7 +202,7 @@ impl Engine {
                 models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
                 events: crate::events::EventBus::default(),
-                vectors: crate::vectors::VectorsHub::new(),
+                vectors: crate::vectors::VectorsHub::new(ports.vectors),
                 sources,
                 current: RwLock::new(loaded),
                 restart_required: RwLock::new(Vec::new()),

@@ -100,6 +100,8 @@ impl From<kiln_hal::ports::PortError> for EngineError {
             P::NotFound => ErrorKind::NotFound,
             P::Unsupported | P::FailedPrecondition => ErrorKind::FailedPrecondition,
             P::PermissionDenied => ErrorKind::PermissionDenied,
+            P::AlreadyExists => ErrorKind::AlreadyExists,
+            P::Exhausted => ErrorKind::ResourceExhausted,
             P::Internal => ErrorKind::Internal,
         };
         EngineError::new(kind, e.message)

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiln_testkit::fakes::{FakeBackend, FakeLauncher};
+use kiln_testkit::fakes::{FakeBackend, FakeIndex, FakeLauncher};
 
 use crate::auth::GroupAuthority;
 use crate::config::{self, ConfigSources, Overrides};
@@ -26,6 +26,8 @@ pub(crate) struct TestEngine {
     pub backend: Arc<FakeBackend>,
     /// Starts jobs once [`Engine::start_jobs`] is called.
     pub launcher: Arc<FakeLauncher>,
+    /// The vector index [`Engine::start_vectors`] opens.
+    pub index: Arc<FakeIndex>,
     /// Model repository (`[models] repository`).
     pub repo: PathBuf,
     /// Its kiln.toml.
@@ -65,6 +67,7 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
     let db = StateDb::open(&dir.path().join("state")).unwrap();
     let backend = Arc::new(backend);
     let launcher = Arc::new(FakeLauncher::default());
+    let index = Arc::new(FakeIndex::default());
     let engine = Engine::with_ports(
         loaded,
         sources,
@@ -74,6 +77,7 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
         Ports {
             inference: backend.clone(),
             jobs: Some(launcher.clone()),
+            vectors: index.opener(),
         },
     )
     .unwrap();
@@ -81,6 +85,7 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
         engine,
         backend,
         launcher,
+        index,
         repo,
         config: main,
         dir,

@@ -12,8 +12,8 @@ use crate::budget::{Reservation, gib};
 use crate::engine::{ComponentState, Engine};
 use crate::error::EngineError;
 use crate::models::{InferInput, InferRequest, ModelState};
+pub use kiln_hal::ports::{CollectionInfo, Hit};
 use kiln_hal::ports::{Dtype, Values};
-pub use kiln_vectors::{CollectionInfo, Hit};
 
 /// A collection as every transport shows it: the store's figures and its UMA reservation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -22,7 +22,7 @@ pub struct Collection {
     pub info: CollectionInfo,
     pub reservation_bytes: u64,
 }
-use kiln_vectors::{Metric, PoolConfig, Quantisation, StoreOptions, VectorError, VectorStore};
+use kiln_hal::ports::{IndexOptions, Metric, Quantisation, VectorIndex};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ fn check_hits(queries: usize, k: i64, count: u64, max_hits: usize) -> Result<(),
 
 /// The open store and the reservations of its collections.
 struct Service {
-    store: Arc<VectorStore>,
+    store: Arc<dyn VectorIndex>,
     /// One per collection, owner `vectors collection NAME`, equal to its memory.
     reservations: Mutex<HashMap<String, Reservation>>,
     /// Mutations one at a time, so a reservation always matches its collection.
@@ -132,13 +132,16 @@ struct Service {
 
 /// The engine's vector state; `Err` holds why vectors are unavailable.
 pub(crate) struct VectorsHub {
+    /// Opens the index (the port's implementation, from the wiring).
+    open: Arc<kiln_hal::ports::OpenIndex>,
     service: RwLock<Result<Arc<Service>, String>>,
     tokenizers: Mutex<HashMap<PathBuf, Arc<tokenizers::Tokenizer>>>,
 }
 
 impl VectorsHub {
-    pub(crate) fn new() -> VectorsHub {
+    pub(crate) fn new(open: Arc<kiln_hal::ports::OpenIndex>) -> VectorsHub {
         VectorsHub {
+            open,
             service: RwLock::new(Err("vector search is starting; retry in a moment".into())),
             tokenizers: Mutex::new(HashMap::new()),
         }
@@ -162,21 +165,6 @@ pub struct Embeddings {
     pub version: u64,
     pub dim: usize,
     pub vectors: Vec<f32>,
-}
-
-/// Store error → engine error (kind and the store's message, which names the fix).
-fn vec_err(e: VectorError) -> EngineError {
-    use VectorError as V;
-    let msg = e.to_string();
-    match e {
-        V::UnknownCollection(_) | V::UnknownId(_) => EngineError::not_found(msg),
-        V::CollectionExists(_) => EngineError::new(crate::ErrorKind::AlreadyExists, msg),
-        V::Full { .. } => EngineError::exhausted(msg),
-        V::Io { .. } | V::Corrupt { .. } | V::Worker(_) | V::Pin { .. } | V::PoolConfig(_) => {
-            EngineError::internal(msg)
-        }
-        _ => EngineError::invalid(msg),
-    }
 }
 
 fn join_err(e: tokio::task::JoinError) -> EngineError {
@@ -247,20 +235,18 @@ impl Engine {
         } else {
             cfg.threads
         };
-        let opts = StoreOptions {
-            pool: PoolConfig {
-                threads,
-                cpus: cpus.clone(),
-                max_isa: None,
-            },
+        let opts = IndexOptions {
+            threads,
+            cpus: cpus.clone(),
             compact_after_segments: cfg.compact_after_segments,
         };
         let r = {
             let root = root.clone();
-            tokio::task::spawn_blocking(move || VectorStore::open_with(root, opts)).await
+            let open = self.vectors_hub().open.clone();
+            tokio::task::spawn_blocking(move || open(&root, opts)).await
         };
         let store = match r {
-            Ok(Ok(s)) => Arc::new(s),
+            Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.set_vectors_unavailable(format!(
                     "cannot open the collections at {}: {e}",
@@ -273,7 +259,7 @@ impl Engine {
                 return;
             }
         };
-        let mut problems: Vec<String> = store.load_problems().to_vec();
+        let mut problems: Vec<String> = store.load_problems();
         let mut reservations = HashMap::new();
         for c in store.list() {
             match self
@@ -294,9 +280,9 @@ impl Engine {
             "{} collections under {}; {} search threads pinned to {note} {:?}, {}{}",
             store.list().len(),
             root.display(),
-            pool.threads(),
-            pool.cpus(),
-            pool.isa(),
+            pool.threads,
+            pool.cpus,
+            pool.isa,
             if problems.is_empty() {
                 String::new()
             } else {
@@ -338,11 +324,11 @@ impl Engine {
         let s = self.vectors_service()?;
         let p = s.store.pool();
         Ok(VectorsStatus {
-            root: s.store.root().to_path_buf(),
-            threads: p.threads(),
-            cpus: p.cpus().to_vec(),
-            isa: p.isa().to_string(),
-            load_problems: s.store.load_problems().to_vec(),
+            root: s.store.root(),
+            threads: p.threads,
+            cpus: p.cpus,
+            isa: p.isa,
+            load_problems: s.store.load_problems(),
         })
     }
 
@@ -406,7 +392,7 @@ impl Engine {
                 tokio::task::spawn_blocking(move || store.create(&n, dim, metric, quantisation))
                     .await
                     .map_err(join_err)?
-                    .map_err(vec_err)?;
+                    .map_err(EngineError::from)?;
             s.reservations
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -464,7 +450,7 @@ impl Engine {
             let count = tokio::task::spawn_blocking(move || store.delete(&nm, &ids))
                 .await
                 .map_err(join_err)?
-                .map_err(vec_err)?;
+                .map_err(EngineError::from)?;
             sync_reservation(&s, &name);
             Ok((count, format!("deleted={n} count={count}")))
         })
@@ -482,7 +468,7 @@ impl Engine {
             tokio::task::spawn_blocking(move || store.drop_collection(&nm))
                 .await
                 .map_err(join_err)?
-                .map_err(vec_err)?;
+                .map_err(EngineError::from)?;
             s.reservations
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -500,19 +486,23 @@ impl Engine {
         k: i64,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
         let s = self.vectors_service()?;
-        let info = s.store.stats(name).map_err(vec_err)?;
+        let info = s.store.stats(name).map_err(EngineError::from)?;
         let nq = queries.len() / info.dim.max(1);
         check_hits(nq, k, info.count as u64, self.config().vectors.max_hits)?;
         let name = name.to_string();
         tokio::task::spawn_blocking(move || s.store.search(&name, &queries, k))
             .await
             .map_err(join_err)?
-            .map_err(vec_err)
+            .map_err(EngineError::from)
     }
 
     /// Count, dimension, metric, memory and disk use of one collection, and its reservation.
     pub fn vectors_stats(&self, name: &str) -> Result<Collection, EngineError> {
-        let info = self.vectors_service()?.store.stats(name).map_err(vec_err)?;
+        let info = self
+            .vectors_service()?
+            .store
+            .stats(name)
+            .map_err(EngineError::from)?;
         Ok(self.with_reservation(info))
     }
 
@@ -740,7 +730,7 @@ impl Engine {
                     texts.len()
                 )));
             }
-            let info = s.store.stats(&name).map_err(vec_err)?;
+            let info = s.store.stats(&name).map_err(EngineError::from)?;
             let e = engine.embed(texts.clone(), model.as_deref()).await?;
             check_dim(&info, &e)?;
             let n = ids.len();
@@ -764,7 +754,9 @@ impl Engine {
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
         let info = self.vectors_stats(name)?.info;
         if k <= 0 {
-            return Err(vec_err(VectorError::InvalidK(k)));
+            return Err(EngineError::invalid(format!(
+                "k must be at least 1 (got {k})"
+            )));
         }
         let e = self.embed(texts, model).await?;
         check_dim(&info, &e)?;
@@ -799,7 +791,7 @@ async fn add_reserved(
     let extra = s
         .store
         .estimate_add_bytes(name, n, meta_bytes)
-        .map_err(vec_err)? as u64;
+        .map_err(EngineError::from)? as u64;
     {
         let mut res = s.reservations.lock().unwrap_or_else(|p| p.into_inner());
         let r = res.get_mut(name).ok_or_else(|| {
@@ -821,7 +813,7 @@ async fn add_reserved(
     let r = tokio::task::spawn_blocking(move || store.add(&nm, &ids, &vectors, metadata))
         .await
         .map_err(join_err)
-        .and_then(|r| r.map_err(vec_err));
+        .and_then(|r| r.map_err(EngineError::from));
     sync_reservation(s, name);
     r
 }
@@ -842,6 +834,10 @@ fn sync_reservation(s: &Service, name: &str) {
         tracing::warn!(collection = name, "reservation not updated: {e}");
     }
 }
+
+#[cfg(test)]
+#[path = "vectors_tests.rs"]
+mod hub_tests;
 
 #[cfg(test)]
 mod tests {

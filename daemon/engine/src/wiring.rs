@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kiln_hal::ports::{InferenceBackend, JobLauncher};
+use kiln_hal::ports::{InferenceBackend, JobLauncher, OpenIndex};
 use kiln_jobs::{ForkLauncher, ShimCommand, SystemdLauncher};
 use kiln_openvino::{LibrarySearch, OpenVinoBackend};
 
@@ -18,6 +18,8 @@ pub struct Ports {
     /// `None`: [`crate::Engine::start_jobs`] picks fork or systemd by `[jobs] launcher`
     /// (see [`job_launchers`]) once the job shim is known.
     pub jobs: Option<Arc<dyn JobLauncher>>,
+    /// Opens the vector collections on the embeddings dataset.
+    pub vectors: Arc<OpenIndex>,
 }
 
 impl Ports {
@@ -26,6 +28,7 @@ impl Ports {
         Ports {
             inference: Arc::new(OpenVinoBackend::new(library_search(cfg))),
             jobs: None,
+            vectors: Arc::new(kiln_vectors::open_index),
         }
     }
 }

@@ -117,12 +117,14 @@ impl From<kiln_hal::ports::PortError> for OvError {
         match e.kind {
             ErrorKind::InvalidArgument => OvError::InvalidInput(e.message),
             ErrorKind::Unsupported | ErrorKind::NotFound => OvError::Unsupported(e.message),
-            ErrorKind::Internal | ErrorKind::FailedPrecondition | ErrorKind::PermissionDenied => {
-                OvError::Runtime {
-                    context: "convert a tensor".into(),
-                    message: e.message,
-                }
-            }
+            ErrorKind::Internal
+            | ErrorKind::FailedPrecondition
+            | ErrorKind::PermissionDenied
+            | ErrorKind::AlreadyExists
+            | ErrorKind::Exhausted => OvError::Runtime {
+                context: "convert a tensor".into(),
+                message: e.message,
+            },
         }
     }
 }

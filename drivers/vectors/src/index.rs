@@ -2,114 +2,25 @@
 //! codes, and the exact / quantised top-k searches that run on the pinned pool. Owns only
 //! memory; persistence lives in `store`.
 
-use serde::{Deserialize, Serialize};
+pub use kiln_hal::ports::{Metric, Quantisation};
 
 use crate::error::{Result, VectorError};
 use crate::kernels::{self, CODE_ALIGN, Isa, Kind, QUERY_CODE_MAX};
 use crate::pool::SearchPool;
 use crate::topk::TopK;
 
-/// Similarity measure of a collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Inner product; larger is better.
-    InnerProduct,
-    /// Cosine similarity; vectors and queries are normalised; larger is better.
-    Cosine,
-    /// Squared Euclidean distance; smaller is better.
-    L2,
-}
-
-impl Metric {
-    fn kind(self) -> Kind {
-        match self {
-            Metric::InnerProduct | Metric::Cosine => Kind::Dot,
-            Metric::L2 => Kind::L2,
-        }
-    }
-
-    /// Converts a kernel score to a "larger is better" key and back (an involution).
-    #[inline]
-    fn flip(self, v: f32) -> f32 {
-        if self == Metric::L2 { -v } else { v }
-    }
-
-    /// Parses `inner_product`/`ip`, `cosine`/`cos`, `l2`.
-    pub fn parse(s: &str) -> Option<Metric> {
-        match s.to_ascii_lowercase().as_str() {
-            "inner_product" | "ip" | "dot" => Some(Metric::InnerProduct),
-            "cosine" | "cos" => Some(Metric::Cosine),
-            "l2" | "euclidean" => Some(Metric::L2),
-            _ => None,
-        }
-    }
-
-    /// Canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::InnerProduct => "inner_product",
-            Metric::Cosine => "cosine",
-            Metric::L2 => "l2",
-        }
+/// The kernel a metric scores with.
+fn kind(m: Metric) -> Kind {
+    match m {
+        Metric::InnerProduct | Metric::Cosine => Kind::Dot,
+        Metric::L2 => Kind::L2,
     }
 }
 
-impl std::str::FromStr for Metric {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Metric::parse(s)
-            .ok_or_else(|| format!("unknown metric `{s}`: use inner_product, cosine or l2"))
-    }
-}
-
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How a collection's vectors are searched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Quantisation {
-    /// Exact f32 scan.
-    None,
-    /// int8 scan (per-dimension affine scale) then exact f32 rerank of a candidate set.
-    Int8,
-}
-
-impl Quantisation {
-    /// Parses `none`/`f32`, `int8`/`sq8`.
-    pub fn parse(s: &str) -> Option<Quantisation> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" | "f32" | "" => Some(Quantisation::None),
-            "int8" | "sq8" => Some(Quantisation::Int8),
-            _ => None,
-        }
-    }
-
-    /// Canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Quantisation::None => "none",
-            Quantisation::Int8 => "int8",
-        }
-    }
-}
-
-impl std::str::FromStr for Quantisation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Quantisation::parse(s)
-            .ok_or_else(|| format!("unknown quantisation `{s}`: use none or int8"))
-    }
-}
-
-impl std::fmt::Display for Quantisation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
+/// Converts a kernel score to a "larger is better" key and back (an involution).
+#[inline]
+fn flip(m: Metric, v: f32) -> f32 {
+    if m == Metric::L2 { -v } else { v }
 }
 
 /// Queries scanned together in one pass over the database.
@@ -424,7 +335,7 @@ impl FlatIndex {
         let dim = self.dim;
         let nq = queries.len() / dim;
         let isa = isa.min(pool.isa());
-        let kind = self.metric.kind();
+        let kind = kind(self.metric);
         let kk = k.min(self.len());
         let shards = self.shards(pool);
         let parts = pool.map(shards.len(), |s| {
@@ -473,7 +384,7 @@ impl FlatIndex {
             .map(|t| {
                 t.into_sorted()
                     .into_iter()
-                    .map(|(key, row)| (row, self.metric.flip(key)))
+                    .map(|(key, row)| (row, flip(self.metric, key)))
                     .collect()
             })
             .collect()
@@ -555,19 +466,19 @@ impl FlatIndex {
                 a.merge(b);
             }
         }
-        let kind = self.metric.kind();
+        let kind = kind(self.metric);
         let mut results = Vec::with_capacity(nq);
         for (q, cand) in queries.chunks_exact(dim).zip(all) {
             let mut exact = TopK::new(kk);
             for (_, row) in cand.into_sorted() {
                 let s = kernels::pair(kind, q, self.row(row as usize));
-                exact.push(self.metric.flip(s), row);
+                exact.push(flip(self.metric, s), row);
             }
             results.push(
                 exact
                     .into_sorted()
                     .into_iter()
-                    .map(|(key, row)| (row, self.metric.flip(key)))
+                    .map(|(key, row)| (row, flip(self.metric, key)))
                     .collect(),
             );
         }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod index;
 pub mod kernels;
 pub mod pool;
+mod port;
 mod segment;
 pub mod store;
 mod topk;
@@ -24,6 +25,7 @@ pub use error::{Result, VectorError};
 pub use index::{FlatIndex, Metric, Quantisation};
 pub use kernels::Isa;
 pub use pool::{PoolConfig, SearchPool};
+pub use port::open_index;
 pub use store::{CollectionInfo, Hit, StoreOptions, VectorStore};
 
 /// Largest supported vector dimension.

@@ -13,8 +13,6 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-
 use crate::error::{Result, VectorError};
 use crate::index::{FlatIndex, Metric, Quantisation};
 use crate::pool::{PoolConfig, SearchPool};
@@ -23,31 +21,7 @@ use crate::segment::{self, MANIFEST, MANIFEST_FORMAT, Manifest, Segment, Segment
 /// Most vectors one collection holds (rows are addressed with 32 bits).
 pub const MAX_ROWS: u64 = u32::MAX as u64;
 
-/// One search result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    pub id: u64,
-    /// Similarity (inner product, cosine) or squared distance (L2).
-    pub score: f32,
-    pub metadata: Option<String>,
-}
-
-/// What `stats` reports about a collection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CollectionInfo {
-    pub name: String,
-    pub dim: usize,
-    pub metric: Metric,
-    pub quantisation: Quantisation,
-    /// Live vectors.
-    pub count: usize,
-    /// Memory held for this collection (vectors, codes, ids, metadata).
-    pub memory_bytes: usize,
-    /// Bytes of committed segment files.
-    pub disk_bytes: u64,
-    /// Number of segment files.
-    pub segments: usize,
-}
+pub use kiln_hal::ports::{CollectionInfo, Hit};
 
 /// How to open a store.
 #[derive(Debug, Clone)]

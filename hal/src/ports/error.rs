@@ -12,6 +12,10 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The backend or model cannot do what was asked (unsupported dtype, dynamic shape, ...).
     Unsupported,
+    /// The named thing exists already.
+    AlreadyExists,
+    /// A limit was reached (a collection's row limit, a budget).
+    Exhausted,
     /// The thing is not in a state that allows this (a job that already ended).
     FailedPrecondition,
     /// The port may not do this here (a service manager refused to start a unit).
@@ -45,6 +49,14 @@ impl PortError {
 
     pub fn not_found(message: impl Into<String>) -> PortError {
         PortError::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn exists(message: impl Into<String>) -> PortError {
+        PortError::new(ErrorKind::AlreadyExists, message)
+    }
+
+    pub fn exhausted(message: impl Into<String>) -> PortError {
+        PortError::new(ErrorKind::Exhausted, message)
     }
 
     pub fn precondition(message: impl Into<String>) -> PortError {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod inference;
 pub mod jobs;
 pub mod tensor;
+pub mod vectors;
 
 pub use error::{ErrorKind, PortError};
 pub use inference::{
@@ -15,3 +16,6 @@ pub use inference::{
 };
 pub use jobs::{Adopted, ExitRecord, JobLauncher, JobRecord, LaunchPlan, RunningJob, StartedInfo};
 pub use tensor::{Dtype, Tensor, TensorView, Values, byte_size, contents_field};
+pub use vectors::{
+    CollectionInfo, Hit, IndexOptions, IndexPool, Metric, OpenIndex, Quantisation, VectorIndex,
+};

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_hal::ports::{
-    Adopted, BackendDevice, Dtype, ExitRecord, InferenceBackend, JobLauncher, JobRecord,
-    LaunchPlan, LoadRequest, LoadedModel, PortError, PortInfo, RunningJob, StartedInfo, Tensor,
+    Adopted, BackendDevice, CollectionInfo, Dtype, ExitRecord, Hit, IndexOptions, IndexPool,
+    InferenceBackend, JobLauncher, JobRecord, LaunchPlan, LoadRequest, LoadedModel, Metric,
+    OpenIndex, PortError, PortInfo, Quantisation, RunningJob, StartedInfo, Tensor, VectorIndex,
 };
 
 /// The file that makes a directory a fake model: `<name> <DTYPE> <dims,...>` per input,
@@ -451,5 +452,204 @@ impl RunningJob for FakeJob {
             finished_at: 0,
         });
         Ok(())
+    }
+}
+
+/// One collection of a [`FakeIndex`].
+#[derive(Debug, Clone)]
+struct FakeCollection {
+    dim: usize,
+    metric: Metric,
+    quantisation: Quantisation,
+    rows: Vec<(u64, Vec<f32>, Option<String>)>,
+}
+
+/// An in-memory vector index: exact inner-product search, 4 bytes per float held, and
+/// failures on demand.
+#[derive(Default)]
+pub struct FakeIndex {
+    collections: Mutex<std::collections::BTreeMap<String, FakeCollection>>,
+    /// `Some(why)`: opening the index fails so.
+    pub open_fails: Mutex<Option<String>>,
+    /// `Some(why)`: the next add fails so (an I/O error), changing nothing.
+    pub fail_next_add: Mutex<Option<String>>,
+    /// Searches that reached the index.
+    pub searches: AtomicUsize,
+}
+
+impl FakeIndex {
+    /// The port's opener over this index (what the wiring hands the engine).
+    pub fn opener(self: &Arc<FakeIndex>) -> Arc<OpenIndex> {
+        let me = self.clone();
+        Arc::new(move |_root: &Path, _opts: IndexOptions| {
+            if let Some(why) = me.open_fails.lock().unwrap().clone() {
+                return Err(PortError::internal(why));
+            }
+            Ok(me.clone() as Arc<dyn VectorIndex>)
+        })
+    }
+
+    fn info(name: &str, c: &FakeCollection) -> CollectionInfo {
+        CollectionInfo {
+            name: name.into(),
+            dim: c.dim,
+            metric: c.metric,
+            quantisation: c.quantisation,
+            count: c.rows.len(),
+            memory_bytes: c.rows.len() * c.dim * 4,
+            disk_bytes: 0,
+            segments: 0,
+        }
+    }
+
+    fn with<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut FakeCollection) -> Result<T, PortError>,
+    ) -> Result<T, PortError> {
+        let mut cs = self.collections.lock().unwrap();
+        let c = cs
+            .get_mut(name)
+            .ok_or_else(|| PortError::not_found(format!("unknown collection `{name}`")))?;
+        f(c)
+    }
+}
+
+impl VectorIndex for FakeIndex {
+    fn create(
+        &self,
+        name: &str,
+        dim: usize,
+        metric: Metric,
+        quantisation: Quantisation,
+    ) -> Result<CollectionInfo, PortError> {
+        let mut cs = self.collections.lock().unwrap();
+        if cs.contains_key(name) {
+            return Err(PortError::exists(format!(
+                "collection `{name}` already exists"
+            )));
+        }
+        let c = FakeCollection {
+            dim,
+            metric,
+            quantisation,
+            rows: Vec::new(),
+        };
+        let info = FakeIndex::info(name, &c);
+        cs.insert(name.into(), c);
+        Ok(info)
+    }
+
+    fn add(
+        &self,
+        name: &str,
+        ids: &[u64],
+        vectors: &[f32],
+        metadata: Option<Vec<String>>,
+    ) -> Result<usize, PortError> {
+        if let Some(why) = self.fail_next_add.lock().unwrap().take() {
+            return Err(PortError::internal(why));
+        }
+        self.with(name, |c| {
+            if vectors.len() != ids.len() * c.dim {
+                return Err(PortError::invalid(format!(
+                    "{} floats for {} ids of dimension {}",
+                    vectors.len(),
+                    ids.len(),
+                    c.dim
+                )));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let meta = metadata.as_ref().and_then(|m| m.get(i).cloned());
+                let v = vectors[i * c.dim..(i + 1) * c.dim].to_vec();
+                c.rows.push((*id, v, meta));
+            }
+            Ok(c.rows.len())
+        })
+    }
+
+    fn delete(&self, name: &str, ids: &[u64]) -> Result<usize, PortError> {
+        self.with(name, |c| {
+            if let Some(id) = ids.iter().find(|id| !c.rows.iter().any(|r| r.0 == **id)) {
+                return Err(PortError::not_found(format!("unknown id {id}")));
+            }
+            c.rows.retain(|r| !ids.contains(&r.0));
+            Ok(c.rows.len())
+        })
+    }
+
+    fn drop_collection(&self, name: &str) -> Result<(), PortError> {
+        self.collections
+            .lock()
+            .unwrap()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| PortError::not_found(format!("unknown collection `{name}`")))
+    }
+
+    fn search(&self, name: &str, queries: &[f32], k: i64) -> Result<Vec<Vec<Hit>>, PortError> {
+        self.searches.fetch_add(1, Ordering::SeqCst);
+        self.with(name, |c| {
+            let k = usize::try_from(k).map_err(|_| PortError::invalid("k must be at least 1"))?;
+            Ok(queries
+                .chunks(c.dim)
+                .map(|q| {
+                    let mut hits: Vec<Hit> = c
+                        .rows
+                        .iter()
+                        .map(|(id, v, m)| Hit {
+                            id: *id,
+                            score: v.iter().zip(q).map(|(a, b)| a * b).sum(),
+                            metadata: m.clone(),
+                        })
+                        .collect();
+                    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+                    hits.truncate(k);
+                    hits
+                })
+                .collect())
+        })
+    }
+
+    fn stats(&self, name: &str) -> Result<CollectionInfo, PortError> {
+        self.with(name, |c| Ok(FakeIndex::info(name, c)))
+    }
+
+    fn list(&self) -> Vec<CollectionInfo> {
+        self.collections
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, c)| FakeIndex::info(n, c))
+            .collect()
+    }
+
+    fn memory_bytes(&self, name: &str) -> Result<usize, PortError> {
+        Ok(self.stats(name)?.memory_bytes)
+    }
+
+    fn estimate_add_bytes(
+        &self,
+        name: &str,
+        count: usize,
+        metadata_bytes: usize,
+    ) -> Result<usize, PortError> {
+        self.with(name, |c| Ok(count * c.dim * 4 + metadata_bytes))
+    }
+
+    fn load_problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn pool(&self) -> IndexPool {
+        IndexPool {
+            threads: 1,
+            cpus: vec![0],
+            isa: "scalar".into(),
+        }
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        "/fake/collections".into()
     }
 }

@@ -205,6 +205,7 @@ fn jobs_a_previous_daemon_left_are_adopted_and_supervised() {
     let TestEngine {
         engine: first,
         backend,
+        index,
         config,
         dir,
         ..
@@ -234,6 +235,7 @@ fn jobs_a_previous_daemon_left_are_adopted_and_supervised() {
             crate::wiring::Ports {
                 inference: backend,
                 jobs: Some(launcher.clone()),
+                vectors: index.opener(),
             },
         )
         .unwrap();

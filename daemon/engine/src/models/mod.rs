@@ -206,15 +206,12 @@ impl ModelsHub {
     }
 }
 
+/// A backend error; missing model files and what a device cannot do are preconditions of
+/// serving, not missing resources of the request.
 fn port_err(e: PortError) -> EngineError {
     match e.kind() {
-        PortKind::InvalidArgument => EngineError::invalid(e.message),
         PortKind::NotFound | PortKind::Unsupported => EngineError::precondition(e.message),
-        PortKind::FailedPrecondition => EngineError::precondition(e.message),
-        PortKind::PermissionDenied => {
-            EngineError::new(crate::ErrorKind::PermissionDenied, e.message)
-        }
-        PortKind::Internal => EngineError::internal(e.message),
+        _ => EngineError::from(e),
     }
 }
 
