@@ -30,7 +30,7 @@ pub struct Config {
     pub budget: kiln_hal::BudgetPolicy,
     pub admission: AdmissionConfig,
     /// Datasets for models, embeddings, checkpoints and logs (see kiln_storage).
-    pub storage: kiln_storage::StorageConfig,
+    pub storage: kiln_hal::ports::storage::StorageConfig,
     /// The model repository and how models are loaded.
     pub models: ModelsConfig,
     /// Where the OpenVINO runtime comes from.

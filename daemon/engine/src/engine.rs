@@ -111,7 +111,7 @@ pub struct ServerMetadata {
 
 pub(crate) struct Inner {
     /// Datasets; `Err` holds why storage is unavailable (kilnd still runs).
-    pub(crate) storage: Result<Arc<dyn kiln_storage::Storage>, String>,
+    pub(crate) storage: Result<Arc<dyn kiln_hal::ports::storage::Storage>, String>,
     pub(crate) budget: Ledger,
     pub(crate) devices: DeviceHub,
     pub(crate) models: crate::models::ModelsHub,
@@ -186,14 +186,7 @@ impl Engine {
         let usable = kiln_hal::current_affinity()
             .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))?;
         let threads = crate::threads::ThreadPlacement::plan(&inv.cpus, &usable);
-        let storage = kiln_storage::open(&cfg.storage)
-            .map(Arc::from)
-            .map_err(|e| {
-                format!(
-                    "storage ({:?} backend) unavailable: {e}",
-                    cfg.storage.backend
-                )
-            });
+        let storage = ports.storage;
         let engine = Engine {
             inner: Arc::new(Inner {
                 storage,
@@ -220,10 +213,10 @@ impl Engine {
         match &engine.inner.storage {
             Ok(s) => {
                 let where_ = match s.kind() {
-                    kiln_storage::BackendKind::Dir => {
+                    kiln_hal::ports::storage::BackendKind::Dir => {
                         format!("dir backend under {}", s.config().root.display())
                     }
-                    kiln_storage::BackendKind::Zfs => {
+                    kiln_hal::ports::storage::BackendKind::Zfs => {
                         format!("zfs backend on pool {}", s.config().pool)
                     }
                 };
@@ -238,7 +231,7 @@ impl Engine {
     }
 
     /// The storage backend, or Unavailable with the reason and the fix.
-    pub fn storage(&self) -> Result<Arc<dyn kiln_storage::Storage>, EngineError> {
+    pub fn storage(&self) -> Result<Arc<dyn kiln_hal::ports::storage::Storage>, EngineError> {
         self.inner.storage.clone().map_err(EngineError::unavailable)
     }
 

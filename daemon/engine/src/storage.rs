@@ -8,12 +8,13 @@ use crate::auth::{Action, Caller};
 use crate::engine::{Engine, Inner};
 use crate::error::{EngineError, ErrorKind};
 use crate::metrics::{CounterOf, encode_counters};
-use kiln_storage::{
+use kiln_hal::ports::storage::{
     CmdStat, Dataset, ErrorCode, ModelImport, ModelRollback, PruneReport, RollbackReport, Storage,
     StorageError,
 };
 /// The storage vocabulary transports show.
-pub use kiln_storage::{SnapshotInfo, StorageStatus};
+pub use kiln_hal::ports::storage::{SnapshotInfo, StorageStatus};
+use kiln_storage::StoragePolicy;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -67,7 +68,7 @@ fn join_err(e: tokio::task::JoinError) -> EngineError {
 /// Run a blocking storage call off the async threads.
 async fn blocking<T: Send + 'static>(
     s: Arc<dyn Storage>,
-    f: impl FnOnce(&dyn Storage) -> kiln_storage::Result<T> + Send + 'static,
+    f: impl FnOnce(&dyn Storage) -> kiln_hal::ports::storage::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(move || f(s.as_ref()))
         .await
@@ -241,7 +242,7 @@ impl Engine {
                     None => Dataset::ALL.to_vec(),
                 };
                 blocking(self.storage()?, move |s| {
-                    let now = kiln_storage::now_unix();
+                    let now = kiln_hal::ports::storage::now_unix();
                     which.into_iter().map(|d| s.prune(d, now)).collect()
                 })
                 .await
@@ -341,7 +342,7 @@ impl Engine {
             }));
         let Ok(storage) = self.storage() else { return };
         if storage.config().scrub.interval_days == 0
-            || storage.kind() != kiln_storage::BackendKind::Zfs
+            || storage.kind() != kiln_hal::ports::storage::BackendKind::Zfs
         {
             return;
         }
@@ -352,9 +353,10 @@ impl Engine {
             loop {
                 tick.tick().await;
                 let s = storage.clone();
-                let r =
-                    tokio::task::spawn_blocking(move || s.scrub_if_due(kiln_storage::now_unix()))
-                        .await;
+                let r = tokio::task::spawn_blocking(move || {
+                    s.scrub_if_due(kiln_hal::ports::storage::now_unix())
+                })
+                .await;
                 match r {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "scheduled scrub check failed"),
@@ -451,7 +453,7 @@ fn encode_command_stats(
     for s in stats {
         // CmdStat buckets are cumulative; the encoder wants per-bucket counts.
         let mut prev = 0;
-        let buckets: Vec<(f64, u64)> = kiln_storage::zfscmd::BUCKETS
+        let buckets: Vec<(f64, u64)> = kiln_hal::ports::storage::BUCKETS
             .iter()
             .copied()
             .chain([f64::INFINITY])
@@ -472,6 +474,10 @@ fn encode_command_stats(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod hub_tests;
 
 #[cfg(test)]
 mod tests {

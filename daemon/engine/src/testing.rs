@@ -41,23 +41,44 @@ pub(crate) fn tree() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/latitude-5450")
 }
 
+/// What [`engine_with`] writes into kiln.toml besides the caller's text.
+pub(crate) struct Layout {
+    /// `[models] repository` is a directory of its own (else the storage models dataset).
+    pub repository: bool,
+    /// `[storage]` is directory storage under the temporary directory (else the caller's).
+    pub dir_storage: bool,
+}
+
 /// An engine on `backend` whose kiln.toml is `extra` plus the repository, the tree and
 /// directory storage under a temporary directory.
 pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
+    engine_with(
+        backend,
+        extra,
+        Layout {
+            repository: true,
+            dir_storage: true,
+        },
+    )
+}
+
+/// [`engine`] with a choice of repository and storage.
+pub(crate) fn engine_with(backend: FakeBackend, extra: &str, layout: Layout) -> TestEngine {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let main = dir.path().join("kiln.toml");
-    std::fs::write(
-        &main,
-        format!(
-            "{extra}\n[models]\nrepository = {:?}\n\n[hal]\nroot = {:?}\n\n[storage]\nbackend = \"dir\"\nroot = {:?}\n",
-            repo,
-            tree(),
+    let mut text = format!("{extra}\n[hal]\nroot = {:?}\n", tree());
+    if layout.repository {
+        text.push_str(&format!("\n[models]\nrepository = {repo:?}\n"));
+    }
+    if layout.dir_storage {
+        text.push_str(&format!(
+            "\n[storage]\nbackend = \"dir\"\nroot = {:?}\n",
             dir.path().join("storage")
-        ),
-    )
-    .unwrap();
+        ));
+    }
+    std::fs::write(&main, text).unwrap();
     let overrides = Overrides {
         state_dir: Some(dir.path().join("state")),
         ..Overrides::default()
@@ -69,12 +90,14 @@ pub(crate) fn engine(backend: FakeBackend, extra: &str) -> TestEngine {
     let launcher = Arc::new(FakeLauncher::default());
     let index = Arc::new(FakeIndex::default());
     let engine = Engine::with_ports(
-        loaded,
+        loaded.clone(),
         sources,
         db,
         Box::new(GroupAuthority::new("root")),
         Box::new(NoLive),
         Ports {
+            // Directory storage under the temporary directory: the real driver, no ZFS.
+            storage: Ports::from_config(&loaded.config).storage,
             inference: backend.clone(),
             jobs: Some(launcher.clone()),
             vectors: index.opener(),

@@ -222,7 +222,7 @@ impl Engine {
         };
         let cfg = self.config().vectors;
         let root = storage
-            .dataset_path(kiln_storage::Dataset::Embeddings)
+            .dataset_path(kiln_hal::ports::storage::Dataset::Embeddings)
             .join("collections");
         let placement = self.threads();
         let (cpus, default_threads, note) = (

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use kiln_hal::ports::storage::Storage;
 use kiln_hal::ports::{InferenceBackend, JobLauncher, OpenIndex};
 use kiln_jobs::{ForkLauncher, ShimCommand, SystemdLauncher};
 use kiln_openvino::{LibrarySearch, OpenVinoBackend};
@@ -14,6 +15,8 @@ use crate::Config;
 /// The implementations behind the engine's ports.
 #[derive(Clone)]
 pub struct Ports {
+    /// The datasets; `Err` holds why storage is unavailable (kilnd still runs).
+    pub storage: Result<Arc<dyn Storage>, String>,
     pub inference: Arc<dyn InferenceBackend>,
     /// `None`: [`crate::Engine::start_jobs`] picks fork or systemd by `[jobs] launcher`
     /// (see [`job_launchers`]) once the job shim is known.
@@ -23,9 +26,19 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// The drivers this configuration asks for (nothing is loaded yet).
+    /// The drivers this configuration asks for: storage is opened (its datasets made or
+    /// checked), nothing else is loaded yet.
     pub fn from_config(cfg: &Config) -> Ports {
+        let storage = kiln_storage::open(&cfg.storage)
+            .map(Arc::from)
+            .map_err(|e| {
+                format!(
+                    "storage ({:?} backend) unavailable: {e}",
+                    cfg.storage.backend
+                )
+            });
         Ports {
+            storage,
             inference: Arc::new(OpenVinoBackend::new(library_search(cfg))),
             jobs: None,
             vectors: Arc::new(kiln_vectors::open_index),

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use kiln_storage::{BackendKind, Dataset, StorageConfig};
+use kiln_storage::{BackendKind, Dataset, StorageConfig, StoragePolicy};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,13 +9,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendKind, StorageConfig};
-use crate::error::{Result, StorageError};
 use crate::fsutil::{self, CopyMode};
+use crate::{BackendKind, StorageConfig};
 use crate::{
     CmdStat, Dataset, DatasetStatus, EnsureReport, PropertyStatus, RollbackReport, SnapshotInfo,
     Storage, StorageStatus, unique_suffix, validate_snapshot_name,
 };
+use crate::{Result, StorageError};
 
 /// Marker written into `<root>/kiln/` when kiln creates it.
 const MARKER: &str = ".kiln-dir-backend";

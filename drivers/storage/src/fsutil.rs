@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::error::{Result, StorageError};
+use crate::{Result, StorageError};
 
 /// How a copy may share storage with its source.
 #[derive(Debug, Clone, Copy)]

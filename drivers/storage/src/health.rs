@@ -4,35 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-use crate::config::parse_size;
-
-/// Pool health and capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PoolHealth {
-    pub name: String,
-    /// ONLINE, DEGRADED, FAULTED, …
-    pub health: String,
-    pub size_bytes: u64,
-    pub allocated_bytes: u64,
-    pub free_bytes: u64,
-    pub capacity_percent: u32,
-    pub scrub: ScrubStatus,
-}
-
-/// State of the last or current scrub.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScrubStatus {
-    /// `none`, `in_progress`, `finished`, `canceled`, `resilver` or `unknown`.
-    pub state: String,
-    /// Errors found by the last finished scrub.
-    pub errors: Option<u64>,
-    /// When the last scrub finished or was canceled (unix seconds, local time zone).
-    pub finished_at: Option<i64>,
-    /// The line as `zpool status` printed it.
-    pub line: String,
-}
+use crate::parse_size;
+pub use kiln_hal::ports::storage::{ArcStats, PoolHealth, ScrubStatus};
 
 /// Parse one `zpool list -H -o name,size,allocated,free,capacity,health` row (sizes exact
 /// with `-p`, or human like `1.08M` without it).
@@ -133,19 +106,6 @@ pub fn parse_ctime(s: &str) -> Option<i64> {
     // SAFETY: valid pointer to an initialised tm.
     let t = unsafe { libc::mktime(&mut tm) };
     (t != -1).then_some(t)
-}
-
-/// ARC figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ArcStats {
-    pub source: PathBuf,
-    pub size_bytes: u64,
-    pub target_bytes: u64,
-    pub max_bytes: u64,
-    pub hits: u64,
-    pub misses: u64,
-    /// hits / (hits + misses), 0 when there was no access yet.
-    pub hit_ratio: f64,
 }
 
 type Lookup = Box<dyn Fn(&str) -> Option<u64>>;

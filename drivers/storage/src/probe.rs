@@ -5,120 +5,10 @@
 
 use serde::Serialize;
 
-use crate::config::{ResolvedProfile, parse_size};
-use crate::error::{Result, StorageError};
 use crate::zfscmd::{Tool, ZfsCmd};
-
-/// What the installed ZFS supports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Features {
-    /// Compression values as the usage text lists them (`gzip-[1-9]` style ranges kept).
-    pub compression: Vec<String>,
-    /// Largest recordsize in bytes.
-    pub max_recordsize: u64,
-    /// `zfs list -j` JSON output (OpenZFS 2.3+).
-    pub json: bool,
-    /// `zfs hold/release` user holds.
-    pub holds: bool,
-    /// `zfs list -p` (zfs-fuse lacks it; we use `zfs get -H -p` regardless).
-    pub zfs_list_parsable: bool,
-    /// `zpool list -p`.
-    pub zpool_list_parsable: bool,
-}
-
-impl Features {
-    /// Build from `zfs get` usage (property table), `zfs` usage and `zpool` usage text.
-    pub fn from_usage(
-        zfs_get_usage: &str,
-        zfs_usage: &str,
-        zpool_usage: &str,
-    ) -> std::result::Result<Self, String> {
-        let values_of = |prop: &str| -> Option<String> {
-            zfs_get_usage.lines().find_map(|l| {
-                let mut it = l.split_whitespace();
-                if it.next() != Some(prop) {
-                    return None;
-                }
-                // PROPERTY EDIT INHERIT VALUES...
-                let _edit = it.next()?;
-                let _inherit = it.next()?;
-                Some(it.collect::<Vec<_>>().join(" "))
-            })
-        };
-        let comp = values_of("compression")
-            .ok_or("the `zfs get` property table has no compression row")?;
-        let compression: Vec<String> = comp
-            .split('|')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let max_recordsize = values_of("recordsize")
-            .and_then(|v| {
-                // "512 to 128k, power of 2"
-                let upper = v
-                    .split(" to ")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .trim()
-                    .to_string();
-                parse_size(&upper).ok()
-            })
-            .unwrap_or(128 << 10);
-        let line_of = |text: &str, cmd: &str| -> String {
-            text.lines()
-                .map(str::trim)
-                .find(|l| l.starts_with(&format!("{cmd} ")) || *l == cmd)
-                .unwrap_or("")
-                .to_string()
-        };
-        let flags_have = |line: &str, flag: char| {
-            line.split_whitespace()
-                .filter(|w| w.starts_with("[-") && !w.starts_with("[--"))
-                .any(|w| w.trim_start_matches("[-").contains(flag))
-        };
-        let zfs_list = line_of(zfs_usage, "list");
-        let zpool_list = line_of(zpool_usage, "list");
-        Ok(Features {
-            compression,
-            max_recordsize,
-            json: zfs_usage.contains("[-j"),
-            holds: zfs_usage
-                .lines()
-                .any(|l| l.trim_start().starts_with("hold ")),
-            zfs_list_parsable: flags_have(&zfs_list, 'p'),
-            zpool_list_parsable: flags_have(&zpool_list, 'p'),
-        })
-    }
-
-    /// Does this ZFS accept `compression=<c>`?
-    pub fn supports_compression(&self, c: &str) -> bool {
-        self.compression.iter().any(|tok| token_matches(tok, c))
-    }
-}
-
-/// `gzip-[1-9]` / `zstd-fast-[1-10,20,100]` style tokens.
-fn token_matches(token: &str, value: &str) -> bool {
-    let Some((prefix, rest)) = token.split_once('[') else {
-        return token == value;
-    };
-    let Some(inner) = rest.strip_suffix(']') else {
-        return false;
-    };
-    let Some(num) = value
-        .strip_prefix(prefix)
-        .and_then(|n| n.parse::<u32>().ok())
-    else {
-        return false;
-    };
-    inner.split(',').any(|part| match part.split_once('-') {
-        Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
-            (Ok(a), Ok(b)) => (a..=b).contains(&num),
-            _ => false,
-        },
-        None => part.trim().parse::<u32>() == Ok(num),
-    })
-}
+use crate::{ResolvedProfile, parse_size};
+use crate::{Result, StorageError};
+pub use kiln_hal::ports::storage::Features;
 
 /// Probe the installed ZFS.
 pub fn probe(cmd: &ZfsCmd) -> Result<Features> {
@@ -269,7 +159,7 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use crate::Dataset;
-    use crate::config::Profiles;
+    use crate::Profiles;
 
     fn zfs_fuse() -> Features {
         Features::from_usage(ZFS_FUSE_GET, ZFS_FUSE_USAGE, ZFS_FUSE_ZPOOL_USAGE).unwrap()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::RetentionConfig;
+use crate::RetentionConfig;
 
 /// Why (or whether) one snapshot survives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::config::{BackendKind, StorageConfig, parse_size};
-use crate::error::{Result, StorageError};
 use crate::health::{self, PoolHealth};
 use crate::probe::{self, Features, PropPlan, fmt_size};
 use crate::zfscmd::{PropRow, Tool, ZfsCmd, parse_tab};
+use crate::{BackendKind, StorageConfig, parse_size};
 use crate::{
     CmdStat, Dataset, DatasetStatus, EnsureReport, PropertyStatus, RollbackReport, SnapshotInfo,
     Storage, StorageStatus, unique_suffix, validate_snapshot_name,
 };
+use crate::{Result, StorageError};
 
 const MANAGED: &str = "org.kiln:managed";
 const CREATED: &str = "org.kiln:created";

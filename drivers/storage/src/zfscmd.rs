@@ -9,9 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use crate::error::{Result, StorageError};
+use crate::{Result, StorageError};
+pub use kiln_hal::ports::storage::{BUCKETS, CmdStat};
 
 /// Which executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,20 +34,6 @@ pub struct PropRow {
     pub property: String,
     pub value: String,
     pub source: String,
-}
-
-/// Upper bounds (seconds) of the duration histogram buckets; the last bucket is +Inf.
-pub const BUCKETS: [f64; 7] = [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-
-/// Per-subcommand call statistics (e.g. key `zfs get`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct CmdStat {
-    pub command: String,
-    pub calls: u64,
-    pub failures: u64,
-    pub total_seconds: f64,
-    /// Cumulative counts per bucket of [`BUCKETS`], then the +Inf bucket (= calls).
-    pub buckets: Vec<u64>,
 }
 
 /// Counters and a duration histogram the daemon can export (Prometheus style).

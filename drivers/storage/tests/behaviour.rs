@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 
 use common::{Env, bytes, write};
-use kiln_storage::{BackendKind, Dataset, RetentionConfig, Storage, StorageError};
+use kiln_storage::{BackendKind, Dataset, RetentionConfig, Storage, StorageError, StoragePolicy};
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;

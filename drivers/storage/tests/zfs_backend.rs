@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::{Env, TestPool, bytes, write};
-use kiln_storage::{BackendKind, Dataset, StorageConfig, StorageError};
+use kiln_storage::{BackendKind, Dataset, StorageConfig, StorageError, StoragePolicy};
 
 fn zfs_env() -> Env {
     Env::new(BackendKind::Zfs, |_| {})

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod inference;
 pub mod jobs;
+pub mod storage;
 pub mod tensor;
 pub mod vectors;
 

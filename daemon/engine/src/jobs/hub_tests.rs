@@ -227,12 +227,13 @@ fn jobs_a_previous_daemon_left_are_adopted_and_supervised() {
         let db = crate::state::StateDb::open(&state_dir).unwrap();
         let launcher = Arc::new(kiln_testkit::fakes::FakeLauncher::default());
         let second = Engine::with_ports(
-            loaded,
+            loaded.clone(),
             sources,
             db,
             Box::new(crate::auth::GroupAuthority::new("root")),
             Box::new(crate::testing::NoLive),
             crate::wiring::Ports {
+                storage: crate::wiring::Ports::from_config(&loaded.config).storage,
                 inference: backend,
                 jobs: Some(launcher.clone()),
                 vectors: index.opener(),

@@ -35,12 +35,12 @@ use crate::engine::{Engine, rfc3339};
 use crate::error::{EngineError, ErrorKind};
 use crate::events::Event;
 use db::{CheckpointRow, JobRow};
+use kiln_hal::ports::storage::Dataset;
 use kiln_hal::ports::{
     Adopted, ErrorKind as PortKind, ExitRecord, JobLauncher, JobRecord, LaunchPlan, PortError,
     RunningJob,
 };
 use kiln_jobs::{Admit, CpuKind, Device, JobError, JobErrorKind, JobQueue, Limits};
-use kiln_storage::Dataset;
 
 /// The `[jobs]` config table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -716,10 +716,12 @@ impl Engine {
         let snap = format!("job-{id}-ckpt-{seq}");
         let tag = format!("kiln-job-{id}");
         let s = snap.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), kiln_storage::StorageError> {
-            storage.snapshot(Dataset::Checkpoints, &s, false)?;
-            storage.hold(Dataset::Checkpoints, &s, &tag)
-        })
+        tokio::task::spawn_blocking(
+            move || -> Result<(), kiln_hal::ports::storage::StorageError> {
+                storage.snapshot(Dataset::Checkpoints, &s, false)?;
+                storage.hold(Dataset::Checkpoints, &s, &tag)
+            },
+        )
         .await
         .map_err(|e| EngineError::internal(e.to_string()))?
         .map_err(|e| EngineError::internal(format!("checkpoint of job {id}: {e}")))?;

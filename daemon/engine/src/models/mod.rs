@@ -239,7 +239,7 @@ impl Engine {
         let models_ds = self
             .storage()
             .ok()
-            .map(|s| s.dataset_path(kiln_storage::Dataset::Models));
+            .map(|s| s.dataset_path(kiln_hal::ports::storage::Dataset::Models));
         self.config().models.repository.or(models_ds).ok_or_else(|| {
             EngineError::not_found(
                 "no model repository is configured; set [models] repository in kiln.toml or start kilnd with --model-repository DIR",

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Dataset;
-use crate::error::{Result, StorageError};
+use super::Dataset;
+use super::error::{Result, StorageError};
 
 /// Which backend holds the datasets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
