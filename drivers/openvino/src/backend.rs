@@ -46,6 +46,10 @@ impl InferenceBackend for OpenVinoBackend {
         "openvino"
     }
 
+    fn name(&self) -> &str {
+        "OpenVINO"
+    }
+
     fn locate(&self) -> Result<String, PortError> {
         Ok(self.search.find()?.display().to_string())
     }

@@ -109,6 +109,8 @@ pub struct LoadRequest<'a> {
 pub trait InferenceBackend: Send + Sync {
     /// `platform` in KServe model metadata, e.g. `openvino`.
     fn platform(&self) -> &str;
+    /// What messages call it, e.g. `OpenVINO`.
+    fn name(&self) -> &str;
     /// Where the backend's runtime is, without loading it (cheap; for status at start).
     fn locate(&self) -> Result<String, PortError>;
     /// Loads the runtime if needed and says which one it is ("OpenVINO 2025.4 from …").

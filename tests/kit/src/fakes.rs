@@ -141,6 +141,10 @@ impl InferenceBackend for FakeBackend {
         "fake"
     }
 
+    fn name(&self) -> &str {
+        "fake"
+    }
+
     fn locate(&self) -> Result<String, PortError> {
         self.present()?;
         Ok("fake runtime found in memory".into())

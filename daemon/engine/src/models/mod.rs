@@ -767,9 +767,9 @@ impl Engine {
                 let kind = dev.split('.').next().unwrap_or(dev);
                 let seen: Vec<&String> = hal.iter().filter(|h| h.starts_with(kind)).collect();
                 let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+                let name = rt.name();
                 reasons.push(format!(
-                    "{dev}: {} does not report this device (its devices: {}){}",
-                    rt.platform(),
+                    "{dev}: {name} does not report this device ({name} devices: {}){}",
                     names.join(", "),
                     if seen.is_empty() {
                         "; the HAL sees none either".to_string()
