@@ -155,7 +155,7 @@ impl Engine {
                             tracing::info!(device = %d.id, health = ?d.health, "device changed")
                         }
                     }
-                    engine.inner.events.publish(Event::Device(Box::new(e)));
+                    engine.core().events.publish(Event::Device(Box::new(e)));
                 }
                 let (state, detail) = summary(inv);
                 engine.set_component("hal", state, detail);

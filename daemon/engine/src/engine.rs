@@ -3,13 +3,14 @@
 //! methods; a state-changing method authorises, acts, then audits, in that
 //! order, here and nowhere else.
 
-use crate::auth::{Action, Authority, Caller, Transport};
+use crate::auth::{Action, Authority, Caller};
 use crate::budget::{BudgetStatus, Ledger};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::core::{Core, read, write};
 use crate::devices::DeviceHub;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
-use crate::state::{AuditRow, StateDb};
+use crate::state::StateDb;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -110,41 +111,20 @@ pub struct ServerMetadata {
 }
 
 pub(crate) struct Inner {
+    /// What every hub shares (configuration, ledger, database, events, components).
+    pub(crate) core: Arc<Core>,
     /// Datasets; `Err` holds why storage is unavailable (kilnd still runs).
     pub(crate) storage: Result<Arc<dyn kiln_hal::ports::storage::Storage>, String>,
-    pub(crate) budget: Ledger,
     pub(crate) devices: DeviceHub,
     pub(crate) models: crate::models::ModelsHub,
     pub(crate) jobs: crate::jobs::JobsHub,
     pub(crate) vectors: crate::vectors::VectorsHub,
-    /// Device, job and import events for every transport.
-    pub(crate) events: crate::events::EventBus,
-    sources: ConfigSources,
-    current: RwLock<LoadedConfig>,
-    restart_required: RwLock<Vec<String>>,
-    state: watch::Sender<DaemonState>,
-    started_at: SystemTime,
-    started: Instant,
-    db: StateDb,
-    authority: Box<dyn Authority>,
-    live: Box<dyn LiveSettings>,
-    metrics: Metrics,
-    components: RwLock<BTreeMap<String, Component>>,
-    threads: crate::threads::ThreadPlacement,
 }
 
 /// Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -187,27 +167,30 @@ impl Engine {
             .map_err(|e| format!("cannot read this process's CPU affinity: {e}"))?;
         let threads = crate::threads::ThreadPlacement::plan(&inv.cpus, &usable);
         let storage = ports.storage;
+        let core = Arc::new(Core {
+            budget,
+            events: crate::events::EventBus::default(),
+            sources,
+            current: RwLock::new(loaded),
+            restart_required: RwLock::new(Vec::new()),
+            state,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            db,
+            authority,
+            live,
+            metrics: Metrics::new(),
+            components: RwLock::new(BTreeMap::new()),
+            threads,
+        });
         let engine = Engine {
             inner: Arc::new(Inner {
+                core,
                 storage,
-                budget,
                 devices,
                 models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
-                events: crate::events::EventBus::default(),
                 vectors: crate::vectors::VectorsHub::new(ports.vectors),
-                sources,
-                current: RwLock::new(loaded),
-                restart_required: RwLock::new(Vec::new()),
-                state,
-                started_at: SystemTime::now(),
-                started: Instant::now(),
-                db,
-                authority,
-                live,
-                metrics: Metrics::new(),
-                components: RwLock::new(BTreeMap::new()),
-                threads,
             }),
         };
         match &engine.inner.storage {
@@ -237,7 +220,7 @@ impl Engine {
 
     /// Which CPUs background and compute threads run on.
     pub fn threads(&self) -> &crate::threads::ThreadPlacement {
-        &self.inner.threads
+        self.inner.core.threads()
     }
 
     /// Put every thread of this process on the background CPUs (compute threads pin
@@ -262,50 +245,45 @@ impl Engine {
 
     /// The UMA budget ledger shared by models, jobs and batches.
     pub fn budget(&self) -> &Ledger {
-        &self.inner.budget
+        self.inner.core.budget()
     }
 
     pub fn config(&self) -> Config {
-        read(&self.inner.current).config.clone()
+        self.inner.core.config()
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        self.inner.core.metrics()
     }
 
     pub fn db(&self) -> &StateDb {
-        &self.inner.db
+        self.inner.core.db()
     }
 
     pub fn state(&self) -> DaemonState {
-        *self.inner.state.borrow()
+        self.inner.core.state()
     }
 
     pub fn set_state(&self, s: DaemonState) {
-        self.inner.state.send_replace(s);
+        self.inner.core.set_state(s)
     }
 
     /// Changes of `state`, for adapters that publish them (PropertiesChanged).
     /// Every device, job and import event from now on (see `events`).
     pub fn events(&self) -> crate::events::Subscription {
-        self.inner.events.subscribe()
+        self.inner.core.subscribe()
     }
 
     pub fn subscribe_state(&self) -> watch::Receiver<DaemonState> {
-        self.inner.state.subscribe()
+        self.inner.core.state.subscribe()
     }
 
     pub fn started_at(&self) -> String {
-        rfc3339(self.inner.started_at)
+        self.inner.core.started_at()
     }
 
     pub fn set_component(&self, name: &str, state: ComponentState, detail: impl Into<String>) {
-        let c = Component {
-            name: name.into(),
-            state,
-            detail: detail.into(),
-        };
-        write(&self.inner.components).insert(name.into(), c);
+        self.inner.core.set_component(name, state, detail)
     }
 
     pub fn is_live(&self) -> bool {
@@ -325,40 +303,12 @@ impl Engine {
         }
     }
 
-    pub fn status(&self) -> StatusReport {
-        let cur = read(&self.inner.current);
-        let c = &cur.config;
-        StatusReport {
-            version: crate::VERSION.into(),
-            state: self.state(),
-            started_at: self.started_at(),
-            uptime_s: self.inner.started.elapsed().as_secs(),
-            pid: std::process::id(),
-            socket: c.daemon.socket.clone(),
-            state_dir: c.daemon.state_dir.clone(),
-            bus: c.dbus.bus.clone(),
-            log_level: c.daemon.log_level.clone(),
-            config_files: cur.files.clone(),
-            restart_required: read(&self.inner.restart_required).clone(),
-            components: read(&self.inner.components).values().cloned().collect(),
-            budget: self.inner.budget.status(),
-        }
+    /// The shared core (configuration, ledger, database, events, components).
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.inner.core
     }
 
-    pub(crate) async fn authorize(
-        &self,
-        caller: &Caller,
-        action: Action,
-    ) -> Result<(), EngineError> {
-        if caller.transport == Transport::Internal {
-            return Ok(());
-        }
-        self.inner.authority.authorize(caller, action).await
-    }
-
-    /// The one path of every state-changing call: authorise `caller` for `action`, run `act`
-    /// only when allowed, and audit the outcome as `name` with `args` and, on success,
-    /// `detail` of the result.
+    /// See [`Core::authorised`].
     pub(crate) async fn authorised<T, Fut>(
         &self,
         caller: &Caller,
@@ -371,42 +321,30 @@ impl Engine {
     where
         Fut: std::future::Future<Output = Result<T, EngineError>>,
     {
-        let result = match self.authorize(caller, action).await {
-            Ok(()) => act().await,
-            Err(e) => Err(e),
-        };
-        let detail = result.as_ref().map(detail).unwrap_or_default();
-        self.audit(caller, name, args, &result, &detail);
-        result
+        self.inner
+            .core
+            .authorised(caller, action, name, args, act, detail)
+            .await
     }
 
-    /// Write one audit row. A failing audit write is logged, never fatal.
-    pub fn audit<T>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        args: &str,
-        result: &Result<T, EngineError>,
-        detail: &str,
-    ) {
-        let (res, detail) = match result {
-            Ok(_) => ("ok".to_string(), detail.to_string()),
-            Err(e) => (e.kind.name().to_string(), e.message.clone()),
-        };
-        let row = AuditRow {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            transport: caller.transport.name().into(),
-            caller_uid: caller.uid,
-            caller_gid: caller.gid,
-            caller_pid: caller.pid,
-            caller_name: caller.bus_name.clone(),
-            action: action.into(),
-            args: args.into(),
-            result: res,
-            detail,
-        };
-        if let Err(e) = self.inner.db.insert_audit(&row) {
-            tracing::error!(error = %e, action, "audit write failed");
+    pub fn status(&self) -> StatusReport {
+        let core = &self.inner.core;
+        let cur = read(&core.current);
+        let c = &cur.config;
+        StatusReport {
+            version: crate::VERSION.into(),
+            state: self.state(),
+            started_at: self.started_at(),
+            uptime_s: core.started.elapsed().as_secs(),
+            pid: std::process::id(),
+            socket: c.daemon.socket.clone(),
+            state_dir: c.daemon.state_dir.clone(),
+            bus: c.dbus.bus.clone(),
+            log_level: c.daemon.log_level.clone(),
+            config_files: cur.files.clone(),
+            restart_required: read(&core.restart_required).clone(),
+            components: read(&core.components).values().cloned().collect(),
+            budget: core.budget.status(),
         }
     }
 
@@ -445,7 +383,7 @@ impl Engine {
     }
 
     fn apply_reload(&self) -> Result<ReloadReport, EngineError> {
-        let new = config::load(&self.inner.sources).map_err(|e| {
+        let new = config::load(&self.inner.core.sources).map_err(|e| {
             EngineError::invalid(format!(
                 "configuration not reloaded, the running one stays: {e}"
             ))
@@ -466,28 +404,27 @@ impl Engine {
         }
         if new.config.daemon.log_level != old.daemon.log_level {
             self.inner
+                .core
                 .live
                 .set_log_level(&new.config.daemon.log_level)
                 .map_err(|e| EngineError::invalid(format!("daemon.log_level: {e}")))?;
         }
         if new.config.budget != old.budget || new.config.admission != old.admission {
             let inv = self.inner.devices.snapshot();
-            self.inner
-                .budget
+            self.budget()
                 .set_budget(crate::devices::budget_bytes(&new.config, &inv));
-            self.inner
-                .budget
+            self.budget()
                 .set_max_pressure(new.config.admission.max_memory_pressure);
         }
         // Keys that need a restart keep their running values.
         let mut effective = new.config.clone();
         keep_restart_keys(&mut effective, &old);
         let files = new.files.clone();
-        *write(&self.inner.current) = LoadedConfig {
+        *write(&self.inner.core.current) = LoadedConfig {
             config: effective,
             files: files.clone(),
         };
-        *write(&self.inner.restart_required) = restart.clone();
+        *write(&self.inner.core.restart_required) = restart.clone();
         Ok(ReloadReport {
             applied,
             restart_required: restart,
@@ -544,7 +481,7 @@ fn keep_restart_keys(new: &mut Config, running: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::GroupAuthority;
+    use crate::auth::{GroupAuthority, Transport};
     use crate::config::Overrides;
     use std::sync::Mutex;
 

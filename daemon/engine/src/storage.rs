@@ -289,7 +289,7 @@ impl Engine {
                     }
                     check_caller_can_read(caller, src)?;
                     let (p, n) = (PathBuf::from(src), name.to_string());
-                    let mut progress = throttled(self.inner.events.clone(), name, progress);
+                    let mut progress = throttled(self.core().events.clone(), name, progress);
                     blocking(self.storage()?, move |s| {
                         s.import_model(&p, &n, &mut progress)
                     })

@@ -355,7 +355,7 @@ impl Engine {
 
     fn publish(&self, id: u64) {
         if let Ok(info) = self.get_job(id) {
-            self.inner.events.publish(Event::Job(Box::new(info)));
+            self.core().events.publish(Event::Job(Box::new(info)));
         }
     }
 
