@@ -155,8 +155,8 @@ impl Engine {
     ) -> Result<Engine, String> {
         let (state, _) = watch::channel(DaemonState::Starting);
         let cfg = &loaded.config;
-        let devices = DeviceHub::open(cfg)?;
-        let inv = devices.snapshot();
+        let first = crate::devices::FirstProbe::read(cfg)?;
+        let inv = first.inventory.clone();
         let budget = Ledger::new(
             crate::devices::budget_bytes(cfg, &inv),
             cfg.admission.max_memory_pressure,
@@ -185,9 +185,9 @@ impl Engine {
         });
         let engine = Engine {
             inner: Arc::new(Inner {
+                devices: DeviceHub::new(core.clone(), first),
                 core,
                 storage,
-                devices,
                 models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
                 vectors: crate::vectors::VectorsHub::new(ports.vectors),
@@ -303,6 +303,37 @@ impl Engine {
         }
     }
 
+    pub fn inventory(&self) -> crate::devices::Inventory {
+        self.inner.devices.inventory()
+    }
+
+    pub fn devices(&self) -> Vec<crate::devices::Device> {
+        self.inner.devices.devices()
+    }
+
+    pub fn device(&self, id: &str) -> Result<crate::devices::Device, EngineError> {
+        self.inner.devices.device(id)
+    }
+
+    pub fn cpu_sets(&self) -> kiln_hal::CpuSets {
+        self.inner.devices.cpu_sets()
+    }
+
+    /// See [`DeviceHub::rescan`].
+    pub async fn rescan_devices(&self, caller: &Caller) -> Result<(), EngineError> {
+        self.inner.devices.rescan(caller).await
+    }
+
+    /// Start the device monitor thread. Call once, after construction.
+    pub fn start_device_monitor(&self) -> Result<(), String> {
+        self.inner.devices.start_monitor()
+    }
+
+    /// Stop the device monitor thread (shutdown).
+    pub fn stop_device_monitor(&self) {
+        self.inner.devices.stop_monitor()
+    }
+
     /// The shared core (configuration, ledger, database, events, components).
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.inner.core
@@ -410,7 +441,7 @@ impl Engine {
                 .map_err(|e| EngineError::invalid(format!("daemon.log_level: {e}")))?;
         }
         if new.config.budget != old.budget || new.config.admission != old.admission {
-            let inv = self.inner.devices.snapshot();
+            let inv = self.inner.devices.inventory();
             self.budget()
                 .set_budget(crate::devices::budget_bytes(&new.config, &inv));
             self.budget()
