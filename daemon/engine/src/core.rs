@@ -6,16 +6,71 @@
 use crate::auth::{Action, Authority, Caller, Transport};
 use crate::budget::Ledger;
 use crate::config::{Config, ConfigSources, LoadedConfig};
-use crate::engine::{Component, ComponentState, DaemonState, LiveSettings, rfc3339};
 use crate::error::EngineError;
 use crate::events::{EventBus, Subscription};
 use crate::metrics::Metrics;
 use crate::state::{AuditRow, StateDb};
 use crate::threads::ThreadPlacement;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaemonState {
+    Starting,
+    Running,
+    Reloading,
+    Stopping,
+}
+
+impl DaemonState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonState::Starting => "starting",
+            DaemonState::Running => "running",
+            DaemonState::Reloading => "reloading",
+            DaemonState::Stopping => "stopping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentState {
+    Ok,
+    Degraded,
+    Disabled,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Ok => "ok",
+            ComponentState::Degraded => "degraded",
+            ComponentState::Disabled => "disabled",
+        }
+    }
+}
+
+/// One part of the daemon and, when it is not ok, what it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub state: ComponentState,
+    pub detail: String,
+}
+
+/// Settings the running process can change without a restart.
+pub trait LiveSettings: Send + Sync {
+    fn set_log_level(&self, filter: &str) -> Result<(), String>;
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
 
 pub struct Core {
     pub(crate) budget: Ledger,
@@ -160,4 +215,36 @@ impl Core {
             tracing::error!(error = %e, action, "audit write failed");
         }
     }
+
+    /// Delete history older than `[daemon] history_days` now and then daily. Call once,
+    /// inside the runtime.
+    pub fn start_history_retention(self: &std::sync::Arc<Core>) {
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HISTORY_PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(core) = weak.upgrade() else { return };
+                let days = core.config().daemon.history_days;
+                if days == 0 {
+                    continue;
+                }
+                let cutoff =
+                    SystemTime::now() - std::time::Duration::from_secs(u64::from(days) * 86_400);
+                match core.db().prune_history(&rfc3339(cutoff)) {
+                    Ok((0, 0)) => {}
+                    Ok((audit, jobs)) => tracing::info!(
+                        audit,
+                        jobs,
+                        days,
+                        "deleted history older than [daemon] history_days"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "history retention failed"),
+                }
+            }
+        });
+    }
 }
+
+/// How often history older than `[daemon] history_days` is deleted (also once at start).
+const HISTORY_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(86_400);

@@ -6,7 +6,7 @@
 use crate::auth::{Action, Caller};
 use crate::config::Config;
 use crate::core::Core;
-use crate::engine::ComponentState;
+use crate::core::ComponentState;
 use crate::error::EngineError;
 use crate::events::Event;
 use kiln_hal::{CpuSets, Hal, Health, Monitor, MonitorHandle};

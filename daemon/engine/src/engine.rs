@@ -6,6 +6,7 @@
 use crate::auth::{Action, Authority, Caller};
 use crate::budget::{BudgetStatus, Ledger};
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+pub use crate::core::{Component, ComponentState, DaemonState, LiveSettings, rfc3339};
 use crate::core::{Core, read, write};
 use crate::devices::DeviceHub;
 use crate::error::EngineError;
@@ -26,57 +27,6 @@ const LIVE_KEYS: &[&str] = &[
     "budget.",
     "admission.",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DaemonState {
-    Starting,
-    Running,
-    Reloading,
-    Stopping,
-}
-
-impl DaemonState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DaemonState::Starting => "starting",
-            DaemonState::Running => "running",
-            DaemonState::Reloading => "reloading",
-            DaemonState::Stopping => "stopping",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ComponentState {
-    Ok,
-    Degraded,
-    Disabled,
-}
-
-impl ComponentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentState::Ok => "ok",
-            ComponentState::Degraded => "degraded",
-            ComponentState::Disabled => "disabled",
-        }
-    }
-}
-
-/// One part of the daemon and, when it is not ok, what it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Component {
-    pub name: String,
-    pub state: ComponentState,
-    pub detail: String,
-}
-
-/// Settings the running process can change without a restart.
-pub trait LiveSettings: Send + Sync {
-    fn set_log_level(&self, filter: &str) -> Result<(), String>;
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusReport {
@@ -113,8 +63,7 @@ pub struct ServerMetadata {
 pub(crate) struct Inner {
     /// What every hub shares (configuration, ledger, database, events, components).
     pub(crate) core: Arc<Core>,
-    /// Datasets; `Err` holds why storage is unavailable (kilnd still runs).
-    pub(crate) storage: Result<Arc<dyn kiln_hal::ports::storage::Storage>, String>,
+    pub(crate) storage: Arc<crate::storage::StorageHub>,
     pub(crate) devices: DeviceHub,
     pub(crate) models: crate::models::ModelsHub,
     pub(crate) jobs: crate::jobs::JobsHub,
@@ -125,10 +74,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Engine {
@@ -186,14 +131,14 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 devices: DeviceHub::new(core.clone(), first),
+                storage: Arc::new(crate::storage::StorageHub::new(core.clone(), storage)),
                 core,
-                storage,
                 models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
                 vectors: crate::vectors::VectorsHub::new(ports.vectors),
             }),
         };
-        match &engine.inner.storage {
+        match &engine.inner.storage.port() {
             Ok(s) => {
                 let where_ = match s.kind() {
                     kiln_hal::ports::storage::BackendKind::Dir => {
@@ -207,7 +152,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!("{e}");
-                engine.set_component("storage", ComponentState::Degraded, e.clone());
+                engine.set_component("storage", ComponentState::Degraded, e.message.clone());
             }
         }
         Ok(engine)
@@ -215,7 +160,7 @@ impl Engine {
 
     /// The storage backend, or Unavailable with the reason and the fix.
     pub fn storage(&self) -> Result<Arc<dyn kiln_hal::ports::storage::Storage>, EngineError> {
-        self.inner.storage.clone().map_err(EngineError::unavailable)
+        self.inner.storage.port()
     }
 
     /// Which CPUs background and compute threads run on.
@@ -301,37 +246,6 @@ impl Engine {
             // KServe extensions implemented by the inference service.
             extensions: vec!["model_repository".into(), "statistics".into()],
         }
-    }
-
-    pub fn inventory(&self) -> crate::devices::Inventory {
-        self.inner.devices.inventory()
-    }
-
-    pub fn devices(&self) -> Vec<crate::devices::Device> {
-        self.inner.devices.devices()
-    }
-
-    pub fn device(&self, id: &str) -> Result<crate::devices::Device, EngineError> {
-        self.inner.devices.device(id)
-    }
-
-    pub fn cpu_sets(&self) -> kiln_hal::CpuSets {
-        self.inner.devices.cpu_sets()
-    }
-
-    /// See [`DeviceHub::rescan`].
-    pub async fn rescan_devices(&self, caller: &Caller) -> Result<(), EngineError> {
-        self.inner.devices.rescan(caller).await
-    }
-
-    /// Start the device monitor thread. Call once, after construction.
-    pub fn start_device_monitor(&self) -> Result<(), String> {
-        self.inner.devices.start_monitor()
-    }
-
-    /// Stop the device monitor thread (shutdown).
-    pub fn stop_device_monitor(&self) {
-        self.inner.devices.stop_monitor()
     }
 
     /// The shared core (configuration, ledger, database, events, components).

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod events;
+mod front;
 pub mod jobs;
 pub mod metrics;
 pub mod models;

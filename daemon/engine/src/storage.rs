@@ -1,11 +1,11 @@
-//! Storage in the engine: status, snapshots, rollback, pruning and model import over the
-//! `kiln_storage` backend the engine opened at start. Mutations authorise
-//! (`ManageStorage`; model import/rollback `ManageModels`), act on a blocking thread,
-//! then write an audit row. Also the hourly scrub timer and the Prometheus collector for
-//! `zfs`/`zpool` call statistics. Touches the datasets only through `kiln_storage`.
+//! The storage hub: status, snapshots, rollback, pruning and model import over the storage
+//! port the wiring opened. Mutations authorise (`ManageStorage`; model import/rollback
+//! `ManageModels`), act on a blocking thread, then write an audit row. Also the hourly
+//! scrub timer and the Prometheus collector for `zfs`/`zpool` call statistics. Depends on
+//! the core alone; touches the datasets only through the port and the storage policy.
 
 use crate::auth::{Action, Caller};
-use crate::engine::{Engine, Inner};
+use crate::core::Core;
 use crate::error::{EngineError, ErrorKind};
 use crate::metrics::{CounterOf, encode_counters};
 use kiln_hal::ports::storage::{
@@ -59,6 +59,25 @@ pub struct ImportOutcome {
 pub struct LoadOutcome {
     pub ok: bool,
     pub detail: String,
+}
+
+/// The storage hub: the storage port and what the engine does with it. Depends on the core
+/// alone.
+pub struct StorageHub {
+    core: Arc<Core>,
+    /// The datasets; `Err` holds why storage is unavailable (kilnd still runs).
+    port: Result<Arc<dyn Storage>, String>,
+}
+
+impl StorageHub {
+    pub(crate) fn new(core: Arc<Core>, port: Result<Arc<dyn Storage>, String>) -> StorageHub {
+        StorageHub { core, port }
+    }
+
+    /// The storage port, or Unavailable with the reason and the fix.
+    pub fn port(&self) -> Result<Arc<dyn Storage>, EngineError> {
+        self.port.clone().map_err(EngineError::unavailable)
+    }
 }
 
 fn join_err(e: tokio::task::JoinError) -> EngineError {
@@ -132,18 +151,18 @@ fn throttled(
     }
 }
 
-impl Engine {
+impl StorageHub {
     /// Full storage status (backend, datasets with requested/effective properties and
     /// fallback reasons, pool health, scrub, ARC). Unavailable with the reason when
     /// storage did not open.
     pub async fn storage_status(&self) -> Result<StorageStatus, EngineError> {
-        blocking(self.storage()?, |s| s.status()).await
+        blocking(self.port()?, |s| s.status()).await
     }
 
     /// Snapshots of one dataset (`Some("models")`) or all, oldest first.
     pub async fn list_snapshots(&self, ds: Option<&str>) -> Result<Vec<SnapshotInfo>, EngineError> {
         let ds = ds.map(parse_dataset).transpose()?;
-        blocking(self.storage()?, move |s| s.list_snapshots(ds)).await
+        blocking(self.port()?, move |s| s.list_snapshots(ds)).await
     }
 
     /// Snapshot a dataset. Needs `ManageStorage`.
@@ -155,19 +174,20 @@ impl Engine {
         keep: bool,
     ) -> Result<SnapshotInfo, EngineError> {
         let args = format!("dataset={ds} name={name} keep={keep}");
-        self.authorised(
-            caller,
-            Action::ManageStorage,
-            "StorageSnapshot",
-            &args,
-            || async {
-                let d = parse_dataset(ds)?;
-                let n = name.to_string();
-                blocking(self.storage()?, move |s| s.snapshot(d, &n, keep)).await
-            },
-            |_| String::new(),
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageStorage,
+                "StorageSnapshot",
+                &args,
+                || async {
+                    let d = parse_dataset(ds)?;
+                    let n = name.to_string();
+                    blocking(self.port()?, move |s| s.snapshot(d, &n, keep)).await
+                },
+                |_| String::new(),
+            )
+            .await
     }
 
     /// Roll a whole dataset back to a snapshot. Needs `ManageStorage`.
@@ -179,25 +199,26 @@ impl Engine {
         destroy_newer: bool,
     ) -> Result<RollbackReport, EngineError> {
         let args = format!("dataset={ds} name={name} destroy_newer={destroy_newer}");
-        self.authorised(
-            caller,
-            Action::ManageStorage,
-            "StorageRollback",
-            &args,
-            || async {
-                let d = parse_dataset(ds)?;
-                let n = name.to_string();
-                blocking(self.storage()?, move |s| s.rollback(d, &n, destroy_newer)).await
-            },
-            |r: &RollbackReport| {
-                if r.destroyed.is_empty() {
-                    String::new()
-                } else {
-                    format!("destroyed={:?}", r.destroyed)
-                }
-            },
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageStorage,
+                "StorageRollback",
+                &args,
+                || async {
+                    let d = parse_dataset(ds)?;
+                    let n = name.to_string();
+                    blocking(self.port()?, move |s| s.rollback(d, &n, destroy_newer)).await
+                },
+                |r: &RollbackReport| {
+                    if r.destroyed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("destroyed={:?}", r.destroyed)
+                    }
+                },
+            )
+            .await
     }
 
     /// Restore `models/<name>/` as it was at version `version`. Needs `ManageModels`.
@@ -208,20 +229,21 @@ impl Engine {
         version: u32,
     ) -> Result<ModelRollback, EngineError> {
         let args = format!("model={name} version={version}");
-        self.authorised(
-            caller,
-            Action::ManageModels,
-            "RollbackModel",
-            &args,
-            || async {
-                let n = name.to_string();
-                blocking(self.storage()?, move |s| s.rollback_model(&n, version)).await
-            },
-            |r: &ModelRollback| {
-                format!("versions={:?} removed={:?}", r.versions, r.removed_versions)
-            },
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageModels,
+                "RollbackModel",
+                &args,
+                || async {
+                    let n = name.to_string();
+                    blocking(self.port()?, move |s| s.rollback_model(&n, version)).await
+                },
+                |r: &ModelRollback| {
+                    format!("versions={:?} removed={:?}", r.versions, r.removed_versions)
+                },
+            )
+            .await
     }
 
     /// Apply the retention grid to one dataset or all four. Needs `ManageStorage`.
@@ -231,34 +253,35 @@ impl Engine {
         ds: Option<&str>,
     ) -> Result<Vec<PruneReport>, EngineError> {
         let args = format!("dataset={}", ds.unwrap_or("all"));
-        self.authorised(
-            caller,
-            Action::ManageStorage,
-            "StoragePrune",
-            &args,
-            || async {
-                let which = match ds {
-                    Some(d) => vec![parse_dataset(d)?],
-                    None => Dataset::ALL.to_vec(),
-                };
-                blocking(self.storage()?, move |s| {
-                    let now = kiln_hal::ports::storage::now_unix();
-                    which.into_iter().map(|d| s.prune(d, now)).collect()
-                })
-                .await
-            },
-            |rs: &Vec<PruneReport>| {
-                rs.iter()
-                    .filter(|r| !r.removed.is_empty())
-                    .map(|r| {
-                        let d = r.dataset.map(|d| d.name()).unwrap_or("?");
-                        format!("{d}: removed {:?}", r.removed)
+        self.core
+            .authorised(
+                caller,
+                Action::ManageStorage,
+                "StoragePrune",
+                &args,
+                || async {
+                    let which = match ds {
+                        Some(d) => vec![parse_dataset(d)?],
+                        None => Dataset::ALL.to_vec(),
+                    };
+                    blocking(self.port()?, move |s| {
+                        let now = kiln_hal::ports::storage::now_unix();
+                        which.into_iter().map(|d| s.prune(d, now)).collect()
                     })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            },
-        )
-        .await
+                    .await
+                },
+                |rs: &Vec<PruneReport>| {
+                    rs.iter()
+                        .filter(|r| !r.removed.is_empty())
+                        .map(|r| {
+                            let d = r.dataset.map(|d| d.name()).unwrap_or("?");
+                            format!("{d}: removed {:?}", r.removed)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            )
+            .await
     }
 
     /// Copy `src` (absolute path of a file or directory the caller may read) into the
@@ -272,9 +295,10 @@ impl Engine {
         name: &str,
         load: bool,
         progress: impl FnMut(u64, u64) + Send + 'static,
-    ) -> Result<ImportOutcome, EngineError> {
+    ) -> Result<ModelImport, EngineError> {
         let args = format!("model={name} source={} load={load}", src.display());
         let import = self
+            .core
             .authorised(
                 caller,
                 Action::ManageModels,
@@ -289,8 +313,8 @@ impl Engine {
                     }
                     check_caller_can_read(caller, src)?;
                     let (p, n) = (PathBuf::from(src), name.to_string());
-                    let mut progress = throttled(self.core().events.clone(), name, progress);
-                    blocking(self.storage()?, move |s| {
+                    let mut progress = throttled(self.core.events().clone(), name, progress);
+                    blocking(self.port()?, move |s| {
                         s.import_model(&p, &n, &mut progress)
                     })
                     .await
@@ -303,44 +327,23 @@ impl Engine {
                 },
             )
             .await?;
-        let load = if load {
-            let opts = crate::models::LoadOptions::default();
-            Some(match self.load_model(caller, name, &opts).await {
-                Ok(v) => LoadOutcome {
-                    ok: true,
-                    detail: v
-                        .iter()
-                        .map(|i| format!("v{} on {}", i.version, i.device))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                },
-                Err(e) => LoadOutcome {
-                    ok: false,
-                    detail: e.message,
-                },
-            })
-        } else {
-            None
-        };
-        Ok(ImportOutcome { import, load })
+        Ok(import)
     }
 
     /// `zfs`/`zpool` call statistics (empty for the dir backend or without storage).
     pub fn storage_command_metrics(&self) -> Vec<CmdStat> {
-        self.storage()
-            .map(|s| s.command_metrics())
-            .unwrap_or_default()
+        self.port().map(|s| s.command_metrics()).unwrap_or_default()
     }
 
     /// Export the command statistics with the engine's metrics and start the hourly
     /// scrub check (`[storage.scrub] interval_days`). Call once, inside the runtime.
-    pub fn start_storage(&self) {
-        self.start_history_retention();
-        self.metrics()
+    pub fn start(self: &Arc<StorageHub>) {
+        self.core
+            .metrics()
             .register_collector(Box::new(StorageCollector {
-                inner: Arc::downgrade(&self.inner),
+                hub: Arc::downgrade(self),
             }));
-        let Ok(storage) = self.storage() else { return };
+        let Ok(storage) = self.port() else { return };
         if storage.config().scrub.interval_days == 0
             || storage.kind() != kiln_hal::ports::storage::BackendKind::Zfs
         {
@@ -367,44 +370,9 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Delete history older than `[daemon] history_days` now and then daily.
-    fn start_history_retention(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HISTORY_PRUNE_EVERY);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                let days = engine.config().daemon.history_days;
-                if days == 0 {
-                    continue;
-                }
-                let cutoff = std::time::SystemTime::now()
-                    - std::time::Duration::from_secs(u64::from(days) * 86_400);
-                let cutoff = crate::engine::rfc3339(cutoff);
-                match engine.db().prune_history(&cutoff) {
-                    Ok((0, 0)) => {}
-                    Ok((audit, jobs)) => tracing::info!(
-                        audit,
-                        jobs,
-                        days,
-                        "deleted history older than [daemon] history_days"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "history retention failed"),
-                }
-            }
-        });
-    }
-}
-
-/// How often history older than `[daemon] history_days` is deleted (also once at start).
-const HISTORY_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(86_400);
-
 /// Renders `kiln_storage_*` from the backend's command statistics at scrape time.
 struct StorageCollector {
-    inner: Weak<Inner>,
+    hub: Weak<StorageHub>,
 }
 
 impl std::fmt::Debug for StorageCollector {
@@ -415,10 +383,10 @@ impl std::fmt::Debug for StorageCollector {
 
 impl Collector for StorageCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(inner) = self.inner.upgrade() else {
+        let Some(hub) = self.hub.upgrade() else {
             return Ok(());
         };
-        let stats = Engine { inner }.storage_command_metrics();
+        let stats = hub.storage_command_metrics();
         encode_command_stats(&stats, &mut encoder)
     }
 }

@@ -1,0 +1,156 @@
+//! The engine's front: the calls every transport makes, each handed to the hub that owns
+//! it, and the few that compose hubs (import-and-load). No logic of a hub lives here.
+
+use crate::auth::Caller;
+use crate::devices::{Device, Inventory};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::storage::{ImportOutcome, LoadOutcome, SnapshotInfo, StorageStatus};
+use kiln_hal::ports::storage::{CmdStat, ModelRollback, PruneReport, RollbackReport};
+use std::path::Path;
+
+/// Devices.
+impl Engine {
+    pub fn inventory(&self) -> Inventory {
+        self.inner.devices.inventory()
+    }
+
+    pub fn devices(&self) -> Vec<Device> {
+        self.inner.devices.devices()
+    }
+
+    pub fn device(&self, id: &str) -> Result<Device, EngineError> {
+        self.inner.devices.device(id)
+    }
+
+    pub fn cpu_sets(&self) -> kiln_hal::CpuSets {
+        self.inner.devices.cpu_sets()
+    }
+
+    /// See [`DeviceHub::rescan`].
+    pub async fn rescan_devices(&self, caller: &Caller) -> Result<(), EngineError> {
+        self.inner.devices.rescan(caller).await
+    }
+
+    /// Start the device monitor thread. Call once, after construction.
+    pub fn start_device_monitor(&self) -> Result<(), String> {
+        self.inner.devices.start_monitor()
+    }
+
+    /// Stop the device monitor thread (shutdown).
+    pub fn stop_device_monitor(&self) {
+        self.inner.devices.stop_monitor()
+    }
+}
+
+/// Storage.
+impl Engine {
+    /// Full storage status (backend, datasets with requested/effective properties and
+    /// fallback reasons, pool health, scrub, ARC). Unavailable with the reason when
+    /// storage did not open.
+    pub async fn storage_status(&self) -> Result<StorageStatus, EngineError> {
+        self.inner.storage.storage_status().await
+    }
+
+    /// Snapshots of one dataset (`Some("models")`) or all, oldest first.
+    pub async fn list_snapshots(&self, ds: Option<&str>) -> Result<Vec<SnapshotInfo>, EngineError> {
+        self.inner.storage.list_snapshots(ds).await
+    }
+
+    /// Snapshot a dataset. Needs `ManageStorage`.
+    pub async fn snapshot(
+        &self,
+        caller: &Caller,
+        ds: &str,
+        name: &str,
+        keep: bool,
+    ) -> Result<SnapshotInfo, EngineError> {
+        self.inner.storage.snapshot(caller, ds, name, keep).await
+    }
+
+    /// Roll a whole dataset back to a snapshot. Needs `ManageStorage`.
+    pub async fn rollback(
+        &self,
+        caller: &Caller,
+        ds: &str,
+        name: &str,
+        destroy_newer: bool,
+    ) -> Result<RollbackReport, EngineError> {
+        self.inner
+            .storage
+            .rollback(caller, ds, name, destroy_newer)
+            .await
+    }
+
+    /// Restore `models/<name>/` as it was at version `version`. Needs `ManageModels`.
+    pub async fn rollback_model(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: u32,
+    ) -> Result<ModelRollback, EngineError> {
+        self.inner
+            .storage
+            .rollback_model(caller, name, version)
+            .await
+    }
+
+    /// Apply the retention grid to one dataset or all four. Needs `ManageStorage`.
+    pub async fn prune(
+        &self,
+        caller: &Caller,
+        ds: Option<&str>,
+    ) -> Result<Vec<PruneReport>, EngineError> {
+        self.inner.storage.prune(caller, ds).await
+    }
+
+    /// Import `src` as the next version of model `name` (see
+    /// [`crate::storage::StorageHub::import_model`]), then load it when `load`: a failed
+    /// load is reported beside the import, which stays.
+    pub async fn import_model(
+        &self,
+        caller: &Caller,
+        src: &Path,
+        name: &str,
+        load: bool,
+        progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<ImportOutcome, EngineError> {
+        let import = self
+            .inner
+            .storage
+            .import_model(caller, src, name, load, progress)
+            .await?;
+        let load = if load {
+            let opts = crate::models::LoadOptions::default();
+            Some(match self.load_model(caller, name, &opts).await {
+                Ok(v) => LoadOutcome {
+                    ok: true,
+                    detail: v
+                        .iter()
+                        .map(|i| format!("v{} on {}", i.version, i.device))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
+                Err(e) => LoadOutcome {
+                    ok: false,
+                    detail: e.message,
+                },
+            })
+        } else {
+            None
+        };
+        Ok(ImportOutcome { import, load })
+    }
+
+    /// `zfs`/`zpool` call statistics (empty for the dir backend or without storage).
+    pub fn storage_command_metrics(&self) -> Vec<CmdStat> {
+        self.inner.storage.storage_command_metrics()
+    }
+
+    /// History retention, the storage metrics and the scrub schedule. Call once, inside
+    /// the runtime.
+    pub fn start_storage(&self) {
+        self.core().start_history_retention();
+        self.inner.storage.start();
+    }
+}
