@@ -151,6 +151,11 @@ impl Core {
         write(&self.components).insert(name.into(), c);
     }
 
+    /// One component's state, if it reported any.
+    pub fn component(&self, name: &str) -> Option<Component> {
+        read(&self.components).get(name).cloned()
+    }
+
     pub(crate) async fn authorize(
         &self,
         caller: &Caller,

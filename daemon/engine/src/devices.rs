@@ -5,8 +5,8 @@
 
 use crate::auth::{Action, Caller};
 use crate::config::Config;
-use crate::core::Core;
 use crate::core::ComponentState;
+use crate::core::Core;
 use crate::error::EngineError;
 use crate::events::Event;
 use kiln_hal::{CpuSets, Hal, Health, Monitor, MonitorHandle};

@@ -64,8 +64,8 @@ pub(crate) struct Inner {
     /// What every hub shares (configuration, ledger, database, events, components).
     pub(crate) core: Arc<Core>,
     pub(crate) storage: Arc<crate::storage::StorageHub>,
-    pub(crate) devices: DeviceHub,
-    pub(crate) models: crate::models::ModelsHub,
+    pub(crate) devices: Arc<DeviceHub>,
+    pub(crate) models: Arc<crate::models::ModelsHub>,
     pub(crate) jobs: crate::jobs::JobsHub,
     pub(crate) vectors: crate::vectors::VectorsHub,
 }
@@ -128,12 +128,20 @@ impl Engine {
             components: RwLock::new(BTreeMap::new()),
             threads,
         });
+        let devices = Arc::new(DeviceHub::new(core.clone(), first));
+        let storage = Arc::new(crate::storage::StorageHub::new(core.clone(), storage));
+        let models = Arc::new(crate::models::ModelsHub::new(
+            core.clone(),
+            storage.clone(),
+            devices.clone(),
+            ports.inference,
+        ));
         let engine = Engine {
             inner: Arc::new(Inner {
-                devices: DeviceHub::new(core.clone(), first),
-                storage: Arc::new(crate::storage::StorageHub::new(core.clone(), storage)),
+                devices,
+                storage,
+                models,
                 core,
-                models: crate::models::ModelsHub::new(ports.inference),
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
                 vectors: crate::vectors::VectorsHub::new(ports.vectors),
             }),

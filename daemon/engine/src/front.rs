@@ -5,6 +5,9 @@ use crate::auth::Caller;
 use crate::devices::{Device, Inventory};
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::models::{
+    IndexEntry, InferRequest, InferResponse, LoadOptions, ModelInfo, ModelMetadata, ModelStats,
+};
 use crate::storage::{ImportOutcome, LoadOutcome, SnapshotInfo, StorageStatus};
 use kiln_hal::ports::storage::{CmdStat, ModelRollback, PruneReport, RollbackReport};
 use std::path::Path;
@@ -122,20 +125,22 @@ impl Engine {
             .await?;
         let load = if load {
             let opts = crate::models::LoadOptions::default();
-            Some(match self.load_model(caller, name, &opts).await {
-                Ok(v) => LoadOutcome {
-                    ok: true,
-                    detail: v
-                        .iter()
-                        .map(|i| format!("v{} on {}", i.version, i.device))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+            Some(
+                match self.inner.models.load_model(caller, name, &opts).await {
+                    Ok(v) => LoadOutcome {
+                        ok: true,
+                        detail: v
+                            .iter()
+                            .map(|i| format!("v{} on {}", i.version, i.device))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                    Err(e) => LoadOutcome {
+                        ok: false,
+                        detail: e.message,
+                    },
                 },
-                Err(e) => LoadOutcome {
-                    ok: false,
-                    detail: e.message,
-                },
-            })
+            )
         } else {
             None
         };
@@ -152,5 +157,70 @@ impl Engine {
     pub fn start_storage(&self) {
         self.core().start_history_retention();
         self.inner.storage.start();
+    }
+}
+
+/// Models.
+impl Engine {
+    /// Check for the inference runtime, load the repository's models (when configured) and
+    /// start polling (control = "poll"). Call once after the device monitor started; kilnd
+    /// is not ready until this returns. Never fails: problems are recorded per model and in
+    /// component `inference`.
+    pub async fn start_models(&self) {
+        self.inner.models.start_models().await
+    }
+
+    /// Load (or reload) a model: the versions its policy selects. Needs `ManageModels`.
+    pub async fn load_model(
+        &self,
+        caller: &Caller,
+        name: &str,
+        opts: &LoadOptions,
+    ) -> Result<Vec<ModelInfo>, EngineError> {
+        self.inner.models.load_model(caller, name, opts).await
+    }
+
+    /// Unload every version of a model and return its reservations. Needs `ManageModels`.
+    pub async fn unload_model(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
+        self.inner.models.unload_model(caller, name).await
+    }
+
+    pub fn model_ready(&self, name: &str, version: &str) -> bool {
+        self.inner.models.model_ready(name, version)
+    }
+
+    pub fn model_metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, EngineError> {
+        self.inner.models.model_metadata(name, version)
+    }
+
+    pub async fn model_infer(&self, req: InferRequest) -> Result<InferResponse, EngineError> {
+        self.inner.models.model_infer(req).await
+    }
+
+    /// Every model version in the repository (and loaded ones removed from disk since).
+    pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexEntry>, EngineError> {
+        self.inner.models.repository_index(ready_only)
+    }
+
+    pub fn model_statistics(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<ModelStats>, EngineError> {
+        self.inner.models.model_statistics(name, version)
+    }
+
+    /// Everything known about every model version (reads the repository off the runtime).
+    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, EngineError> {
+        self.inner.models.list_models().await
+    }
+
+    /// [`Engine::list_models`] on the calling thread (for callers already off the runtime).
+    pub fn models_list(&self) -> Vec<ModelInfo> {
+        self.inner.models.models_list()
+    }
+
+    pub async fn stop_models(&self) {
+        self.inner.models.stop_models().await
     }
 }

@@ -1,9 +1,10 @@
-//! Model serving: the repository (`<repo>/<name>/<version>/`), version policy, model control
-//! (explicit load/unload, or polling for new version folders), the registry of loaded
-//! models, placement with calibration, UMA reservations, validation, the per-model scheduler
-//! (dynamic batching) and statistics. OpenVINO runs only on blocking threads
-//! (`spawn_blocking` for loads, the scheduler's workers for inference). Touches the model
-//! repository, the OpenVINO runtime, the budget ledger and the state database.
+//! The models hub: the repository (`<repo>/<name>/<version>/`), version policy, model
+//! control (explicit load/unload, or polling for new version folders), the registry of
+//! loaded models, placement with calibration, UMA reservations, validation, the per-model
+//! scheduler (dynamic batching) and statistics. The backend runs only on blocking threads
+//! (`spawn_blocking` for loads, the scheduler's workers for inference). Depends on the
+//! core, the storage hub (the default repository) and the device hub (placement messages);
+//! models run through the inference port.
 
 pub mod placement;
 mod prom;
@@ -23,8 +24,10 @@ pub use validate::{InferInput, InferRequest, InferResponse};
 
 use crate::auth::{Action, Caller};
 use crate::budget::{Reservation, gib};
-use crate::engine::{ComponentState, Engine};
+use crate::core::{ComponentState, Core};
+use crate::devices::DeviceHub;
 use crate::error::EngineError;
+use crate::storage::StorageHub;
 use kiln_hal::ports::{
     ErrorKind as PortKind, InferenceBackend, LoadHints, LoadRequest, LoadedModel, PerformanceHint,
     PortError, PortInfo,
@@ -156,7 +159,12 @@ struct Slot {
 type Table = BTreeMap<String, BTreeMap<u64, Slot>>;
 
 /// The engine's model registry.
-pub(crate) struct ModelsHub {
+pub struct ModelsHub {
+    core: Arc<Core>,
+    /// The default repository is the storage models dataset.
+    storage: Arc<StorageHub>,
+    /// Named in placement messages (what the HAL sees when the backend does not).
+    devices: Arc<DeviceHub>,
     backend: Arc<dyn InferenceBackend>,
     /// The backend's runtime loaded once (component `inference` says which).
     backend_ready: std::sync::atomic::AtomicBool,
@@ -168,8 +176,16 @@ pub(crate) struct ModelsHub {
 }
 
 impl ModelsHub {
-    pub(crate) fn new(backend: Arc<dyn InferenceBackend>) -> ModelsHub {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        storage: Arc<StorageHub>,
+        devices: Arc<DeviceHub>,
+        backend: Arc<dyn InferenceBackend>,
+    ) -> ModelsHub {
         ModelsHub {
+            core,
+            storage,
+            devices,
             backend,
             backend_ready: std::sync::atomic::AtomicBool::new(false),
             table: RwLock::new(BTreeMap::new()),
@@ -229,18 +245,15 @@ struct LoadJob {
     hal: Vec<String>,
 }
 
-impl Engine {
-    fn models(&self) -> &ModelsHub {
-        &self.inner.models
-    }
-
+impl ModelsHub {
     fn repository(&self) -> Result<PathBuf, EngineError> {
         // Unset: the storage models dataset (where `kilnctl models import` puts them).
         let models_ds = self
-            .storage()
+            .storage
+            .port()
             .ok()
             .map(|s| s.dataset_path(kiln_hal::ports::storage::Dataset::Models));
-        self.config().models.repository.or(models_ds).ok_or_else(|| {
+        self.core.config().models.repository.or(models_ds).ok_or_else(|| {
             EngineError::not_found(
                 "no model repository is configured; set [models] repository in kiln.toml or start kilnd with --model-repository DIR",
             )
@@ -252,7 +265,7 @@ impl Engine {
     /// `inference`; a failure disables serving with the backend's reason.
     fn backend_blocking(&self) -> Result<Arc<dyn InferenceBackend>, EngineError> {
         use std::sync::atomic::Ordering;
-        let hub = self.models();
+        let hub = self;
         let backend = hub.backend.clone();
         if hub.backend_ready.load(Ordering::Acquire) {
             return Ok(backend);
@@ -268,7 +281,7 @@ impl Engine {
                             .join(", ")
                     })
                     .unwrap_or_default();
-                self.set_component(
+                self.core.set_component(
                     "inference",
                     ComponentState::Ok,
                     format!("{what}; devices: {devs}"),
@@ -278,7 +291,8 @@ impl Engine {
             }
             Err(e) => {
                 let msg = e.to_string();
-                self.set_component("inference", ComponentState::Disabled, msg.clone());
+                self.core
+                    .set_component("inference", ComponentState::Disabled, msg.clone());
                 Err(EngineError::unavailable(format!(
                     "model serving is disabled: {msg}"
                 )))
@@ -290,21 +304,23 @@ impl Engine {
     /// (control = "poll"). Call once after the device monitor started; kilnd is not ready
     /// until this returns. Never fails: problems are recorded per model and in component
     /// `inference`.
-    pub async fn start_models(&self) {
-        self.metrics()
+    pub async fn start_models(self: &Arc<Self>) {
+        self.core
+            .metrics()
             .register_collector(Box::new(prom::ModelsCollector {
-                inner: std::sync::Arc::downgrade(&self.inner),
+                hub: std::sync::Arc::downgrade(self),
             }));
-        let cfg = self.config();
-        match self.models().backend.locate() {
-            Ok(p) => self.set_component(
+        let cfg = self.core.config();
+        match self.backend.locate() {
+            Ok(p) => self.core.set_component(
                 "inference",
                 ComponentState::Ok,
                 format!("{p} (loaded with the first model)"),
             ),
             Err(e) => {
                 tracing::warn!("model serving disabled: {e}");
-                self.set_component("inference", ComponentState::Disabled, e.to_string());
+                self.core
+                    .set_component("inference", ComponentState::Disabled, e.to_string());
             }
         }
         let Ok(repo) = self.repository() else {
@@ -312,10 +328,10 @@ impl Engine {
         };
         if cfg.models.load_at_start || cfg.models.control == "poll" {
             self.sync_repository(true).await;
-        } else if let Ok(found) = repo::scan(&repo, &*self.models().backend) {
+        } else if let Ok(found) = repo::scan(&repo, &*self.backend) {
             for m in found {
                 for v in m.versions {
-                    self.models().set(
+                    self.set(
                         &m.name,
                         v.version,
                         ModelState::Unavailable,
@@ -326,28 +342,28 @@ impl Engine {
             }
         }
         if cfg.models.control == "poll" {
-            let weak = Arc::downgrade(&self.inner);
+            let weak = Arc::downgrade(self);
             let every = Duration::from_millis(cfg.models.poll_interval_ms);
             let task = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    Engine { inner }.sync_repository(false).await;
+                    let Some(hub) = weak.upgrade() else { return };
+                    hub.sync_repository(false).await;
                 }
             });
-            *self.models().poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+            *self.poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
     }
 
     /// Bring loaded versions in line with the repository and the version policies: load
     /// what is wanted and not ready, unload what disappeared. `initial` also records models
     /// that opt out of loading at start.
-    async fn sync_repository(&self, initial: bool) {
+    async fn sync_repository(self: &Arc<Self>, initial: bool) {
         let Ok(repo) = self.repository() else { return };
         let found = match tokio::task::spawn_blocking({
-            let (repo, backend) = (repo.clone(), self.models().backend.clone());
+            let (repo, backend) = (repo.clone(), self.backend.clone());
             move || repo::scan(&repo, &*backend)
         })
         .await
@@ -355,7 +371,8 @@ impl Engine {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 tracing::warn!("{e}");
-                self.set_component("inference", ComponentState::Degraded, e);
+                self.core
+                    .set_component("inference", ComponentState::Degraded, e);
                 return;
             }
             Err(e) => {
@@ -369,7 +386,7 @@ impl Engine {
             if !settings.load_at_start {
                 if initial {
                     for v in &m.versions {
-                        self.models().set(
+                        self.set(
                             &m.name,
                             v.version,
                             ModelState::Unavailable,
@@ -387,7 +404,7 @@ impl Engine {
                 .unwrap_or(policy.clone())
                 .select(&all);
             let (ready, failed): (Vec<u64>, Vec<u64>) = {
-                let t = self.models().table();
+                let t = self.table();
                 let slots = t.get(&m.name);
                 let ready = slots
                     .map(|s| {
@@ -429,7 +446,6 @@ impl Engine {
         }
         // Models removed from disk.
         let gone: Vec<String> = self
-            .models()
             .table()
             .iter()
             .filter(|(n, slots)| {
@@ -444,13 +460,13 @@ impl Engine {
     }
 
     fn default_policy(&self) -> VersionPolicy {
-        VersionPolicy::parse(&self.config().models.version_policy)
+        VersionPolicy::parse(&self.core.config().models.version_policy)
             .unwrap_or(VersionPolicy::Latest(1))
     }
 
     /// Load (or reload) a model: the versions its policy selects. Needs `ManageModels`.
     pub async fn load_model(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         opts: &LoadOptions,
@@ -459,53 +475,55 @@ impl Engine {
             "model={name} device={}",
             opts.device.as_deref().unwrap_or("auto")
         );
-        self.authorised(
-            caller,
-            Action::ManageModels,
-            "LoadModel",
-            &args,
-            || self.load_authorized(name, opts),
-            |v: &Vec<ModelInfo>| {
-                v.iter()
-                    .map(|i| {
-                        format!(
-                            "v{} on {} ({} reserved)",
-                            i.version,
-                            i.device,
-                            gib(i.reservation_bytes)
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageModels,
+                "LoadModel",
+                &args,
+                || self.load_authorized(name, opts),
+                |v: &Vec<ModelInfo>| {
+                    v.iter()
+                        .map(|i| {
+                            format!(
+                                "v{} on {} ({} reserved)",
+                                i.version,
+                                i.device,
+                                gib(i.reservation_bytes)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            )
+            .await
     }
 
     /// Unload every version of a model and return its reservations. Needs `ManageModels`.
     pub async fn unload_model(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
-        self.authorised(
-            caller,
-            Action::ManageModels,
-            "UnloadModel",
-            &format!("model={name}"),
-            || self.unload_authorized(name),
-            |_| String::new(),
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageModels,
+                "UnloadModel",
+                &format!("model={name}"),
+                || self.unload_authorized(name),
+                |_| String::new(),
+            )
+            .await
     }
 
     async fn load_authorized(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         opts: &LoadOptions,
     ) -> Result<Vec<ModelInfo>, EngineError> {
         repo::check_name(name).map_err(EngineError::invalid)?;
         let repo = self.repository()?;
-        let _op = self.models().ops.lock().await;
+        let _op = self.ops.lock().await;
         let found = {
             let (repo, n) = (repo.clone(), name.to_string());
-            let backend = self.models().backend.clone();
+            let backend = self.backend.clone();
             tokio::task::spawn_blocking(move || repo::scan_model(&repo, &n, &*backend))
                 .await
                 .map_err(join_err)?
@@ -518,8 +536,7 @@ impl Engine {
         };
         if let Some(p) = &found.problem {
             for v in &found.versions {
-                self.models()
-                    .set(name, v.version, ModelState::Unavailable, p, None);
+                self.set(name, v.version, ModelState::Unavailable, p, None);
             }
             return Err(EngineError::precondition(format!("model {name}: {p}")));
         }
@@ -537,7 +554,6 @@ impl Engine {
         }
         // Versions no longer selected are unloaded first, so their memory is free.
         let stale: Vec<u64> = self
-            .models()
             .table()
             .get(name)
             .map(|s| {
@@ -552,7 +568,7 @@ impl Engine {
         }
         for v in &found.versions {
             if !wanted.contains(&v.version) {
-                self.models().set(
+                self.set(
                     name,
                     v.version,
                     ModelState::Unavailable,
@@ -564,11 +580,14 @@ impl Engine {
         let rt = {
             let e = self.clone();
             // OpenVINO sizes its CPU thread pools from the loading thread's affinity.
-            tokio::task::spawn_blocking(move || e.threads().on_compute(|| e.backend_blocking()))
-                .await
-                .map_err(join_err)??
+            tokio::task::spawn_blocking(move || {
+                e.core.threads().on_compute(|| e.backend_blocking())
+            })
+            .await
+            .map_err(join_err)??
         };
         let hal: Vec<String> = self
+            .devices
             .devices()
             .iter()
             .map(|d| {
@@ -589,7 +608,7 @@ impl Engine {
         {
             let v = fv.version;
             if let Some(p) = &fv.problem {
-                self.models().set(name, v, ModelState::Unavailable, p, None);
+                self.set(name, v, ModelState::Unavailable, p, None);
                 first_err.get_or_insert(EngineError::precondition(format!(
                     "model {name} version {v}: {p}"
                 )));
@@ -597,7 +616,6 @@ impl Engine {
             }
             // A reload replaces a ready version: unload it first so the budget sees its memory.
             let was_ready = self
-                .models()
                 .table()
                 .get(name)
                 .and_then(|s| s.get(&v))
@@ -605,15 +623,15 @@ impl Engine {
             if was_ready {
                 self.unload_version(name, v).await;
             }
-            self.models().set(name, v, ModelState::Loading, "", None);
+            self.set(name, v, ModelState::Loading, "", None);
             let settings = match repo::settings(&found.dir, Some(v)) {
                 Ok(mut s) => {
-                    s.precision.get_or_insert(self.config().models.precision);
+                    s.precision
+                        .get_or_insert(self.core.config().models.precision);
                     s
                 }
                 Err(e) => {
-                    self.models()
-                        .set(name, v, ModelState::Unavailable, &e, None);
+                    self.set(name, v, ModelState::Unavailable, &e, None);
                     first_err.get_or_insert(EngineError::precondition(e));
                     continue;
                 }
@@ -629,7 +647,7 @@ impl Engine {
             let e2 = self.clone();
             let rt2 = rt.clone();
             let res = tokio::task::spawn_blocking(move || {
-                e2.threads().on_compute(|| e2.build(&*rt2, job))
+                e2.core.threads().on_compute(|| e2.build(&*rt2, job))
             })
             .await
             .map_err(join_err)
@@ -648,7 +666,7 @@ impl Engine {
                         fallback = %info.fallback_reason,
                         "model ready"
                     );
-                    self.models().set(
+                    self.set(
                         name,
                         v,
                         ModelState::Ready,
@@ -659,8 +677,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::warn!(model = name, version = v, "load failed: {}", e.message);
-                    self.models()
-                        .set(name, v, ModelState::Unavailable, &e.message, None);
+                    self.set(name, v, ModelState::Unavailable, &e.message, None);
                     first_err.get_or_insert(e);
                 }
             }
@@ -673,10 +690,10 @@ impl Engine {
     }
 
     fn refresh_component(&self) {
-        let hub = self.models();
+        let hub = self;
         if hub.backend_ready.load(std::sync::atomic::Ordering::Acquire) {
             let rt = &hub.backend;
-            let t = self.models().table();
+            let t = self.table();
             let ready = t
                 .values()
                 .flat_map(|s| s.values())
@@ -706,7 +723,7 @@ impl Engine {
             } else {
                 ComponentState::Ok
             };
-            self.set_component(
+            self.core.set_component(
                 "inference",
                 state,
                 format!(
@@ -730,7 +747,7 @@ impl Engine {
         let weights_bytes = rt.weights_bytes(&dir).map_err(port_err)?;
         let owner = format!("model {name} v{version}");
         let estimate = weights_bytes.saturating_mul(WEIGHTS_FACTOR) + MODEL_OVERHEAD_BYTES;
-        let mut reservation = self.budget().reserve(&owner, estimate).map_err(|e| {
+        let mut reservation = self.core.budget().reserve(&owner, estimate).map_err(|e| {
             EngineError::exhausted(format!(
                 "model {name} version {version} not loaded (weights {} → estimate {}): {}",
                 gib(weights_bytes),
@@ -743,7 +760,7 @@ impl Engine {
         let mut tried: Vec<(String, Option<f64>)> =
             order.iter().map(|d| (d.clone(), None)).collect();
         for (d, m) in tried.iter_mut() {
-            *m = placement::stored(self.db(), &name, version, d, weights_bytes)
+            *m = placement::stored(self.core.db(), &name, version, d, weights_bytes)
                 .map(|m| m.per_second);
         }
         if auto {
@@ -885,13 +902,13 @@ impl Engine {
             &owner,
             Arc::new(compiled.clone()),
             stats.clone(),
-            self.budget().clone(),
+            self.core.budget().clone(),
             Batching {
                 max_batch,
                 max_queue_delay: Duration::from_micros(settings.max_queue_delay_us),
                 max_queue: settings.max_queue,
             },
-            self.threads(),
+            self.core.threads(),
         )
         .map_err(EngineError::internal)?;
         let info = ModelInfo {
@@ -952,7 +969,14 @@ impl Engine {
         };
         match result {
             Ok(c) => {
-                placement::store(self.db(), name, version, dev, weights_bytes, c.per_second);
+                placement::store(
+                    self.core.db(),
+                    name,
+                    version,
+                    dev,
+                    weights_bytes,
+                    c.per_second,
+                );
                 c.per_second
             }
             Err(e) => {
@@ -969,7 +993,7 @@ impl Engine {
 
     async fn unload_version(&self, name: &str, version: u64) {
         let loaded = {
-            let mut t = self.models().table_mut();
+            let mut t = self.table_mut();
             let Some(slot) = t.get_mut(name).and_then(|s| s.get_mut(&version)) else {
                 return;
             };
@@ -984,21 +1008,20 @@ impl Engine {
                 .take();
             let _ = tokio::task::spawn_blocking(move || l.sched.shutdown()).await;
         }
-        self.models()
-            .set(name, version, ModelState::Unavailable, "unloaded", None);
+        self.set(name, version, ModelState::Unavailable, "unloaded", None);
         tracing::info!(model = name, version, "model unloaded");
     }
 
     async fn unload_authorized(&self, name: &str) -> Result<(), EngineError> {
         repo::check_name(name).map_err(EngineError::invalid)?;
-        let _op = self.models().ops.lock().await;
-        let versions: Vec<u64> = match self.models().table().get(name) {
+        let _op = self.ops.lock().await;
+        let versions: Vec<u64> = match self.table().get(name) {
             Some(s) => s.keys().copied().collect(),
             None => {
                 let on_disk = self
                     .repository()
                     .ok()
-                    .and_then(|r| repo::scan_model(&r, name, &*self.models().backend));
+                    .and_then(|r| repo::scan_model(&r, name, &*self.backend));
                 if on_disk.is_none() {
                     return Err(EngineError::not_found(format!(
                         "no model {name:?} is loaded or in the repository"
@@ -1028,7 +1051,7 @@ impl Engine {
     }
 
     fn resolve_inner(&self, name: &str, version: &str) -> Result<(u64, Arc<Loaded>), EngineError> {
-        let t = self.models().table();
+        let t = self.table();
         let Some(slots) = t.get(name) else {
             drop(t);
             if let Some(e) = self.disabled_error() {
@@ -1037,7 +1060,7 @@ impl Engine {
             let in_repo = self.repository().ok().and_then(|r| {
                 repo::check_name(name)
                     .ok()
-                    .and_then(|_| repo::scan_model(&r, name, &*self.models().backend))
+                    .and_then(|_| repo::scan_model(&r, name, &*self.backend))
             });
             return Err(match in_repo {
                 Some(_) => EngineError::unavailable(format!(
@@ -1083,11 +1106,7 @@ impl Engine {
 
     /// UNAVAILABLE with the discovery text when OpenVINO is missing.
     fn disabled_error(&self) -> Option<EngineError> {
-        let c = self
-            .status()
-            .components
-            .into_iter()
-            .find(|c| c.name == "inference")?;
+        let c = self.core.component("inference")?;
         (c.state == ComponentState::Disabled)
             .then(|| EngineError::unavailable(format!("model serving is disabled: {}", c.detail)))
     }
@@ -1099,7 +1118,6 @@ impl Engine {
     pub fn model_metadata(&self, name: &str, version: &str) -> Result<ModelMetadata, EngineError> {
         let (_, l) = self.resolve(name, version)?;
         let versions = self
-            .models()
             .table()
             .get(name)
             .map(|s| {
@@ -1122,15 +1140,10 @@ impl Engine {
     /// Validate, queue on the model's scheduler, wait for the outputs.
     pub async fn model_infer(&self, mut req: InferRequest) -> Result<InferResponse, EngineError> {
         let (v, l) = self.resolve(&req.model_name, &req.model_version)?;
-        let max = match self
-            .models()
-            .max_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let max = match self.max_bytes.load(std::sync::atomic::Ordering::Relaxed) {
             0 => {
-                let m = self.config().daemon.max_message_bytes;
-                self.models()
-                    .max_bytes
+                let m = self.core.config().daemon.max_message_bytes;
+                self.max_bytes
                     .store(m, std::sync::atomic::Ordering::Relaxed);
                 m
             }
@@ -1189,8 +1202,8 @@ impl Engine {
     /// Every model version in the repository (and loaded ones removed from disk since).
     pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexEntry>, EngineError> {
         let repo = self.repository()?;
-        let found = repo::scan(&repo, &*self.models().backend).map_err(EngineError::unavailable)?;
-        let t = self.models().table();
+        let found = repo::scan(&repo, &*self.backend).map_err(EngineError::unavailable)?;
+        let t = self.table();
         let mut out = Vec::new();
         let mut push = |name: &str, v: u64, problem: Option<&String>| {
             let slot = t.get(name).and_then(|s| s.get(&v));
@@ -1244,7 +1257,7 @@ impl Engine {
         version: &str,
     ) -> Result<Vec<ModelStats>, EngineError> {
         if name.is_empty() {
-            let t = self.models().table();
+            let t = self.table();
             return Ok(t
                 .values()
                 .flat_map(|s| s.values())
@@ -1253,7 +1266,7 @@ impl Engine {
         }
         if version.is_empty() {
             self.resolve(name, "")?;
-            let t = self.models().table();
+            let t = self.table();
             return Ok(t
                 .get(name)
                 .map(|s| {
@@ -1269,22 +1282,22 @@ impl Engine {
 
     /// Every known model version with placement, reservation and calibration. Scans the
     /// repository directory, so it runs on a blocking thread: every transport calls this.
-    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, EngineError> {
+    pub async fn list_models(self: &Arc<Self>) -> Result<Vec<ModelInfo>, EngineError> {
         let engine = self.clone();
         tokio::task::spawn_blocking(move || engine.models_list())
             .await
             .map_err(|e| EngineError::internal(format!("model listing failed: {e}")))
     }
 
-    /// [`Engine::list_models`] on the calling thread (for callers already off the runtime).
+    /// [`ModelsHub::list_models`] on the calling thread (for callers already off the runtime).
     pub fn models_list(&self) -> Vec<ModelInfo> {
         let mut out = Vec::new();
         let found = self
             .repository()
             .ok()
-            .and_then(|r| repo::scan(&r, &*self.models().backend).ok())
+            .and_then(|r| repo::scan(&r, &*self.backend).ok())
             .unwrap_or_default();
-        let t = self.models().table();
+        let t = self.table();
         let mut names: Vec<String> = found.iter().map(|m| m.name.clone()).collect();
         names.extend(t.keys().cloned());
         names.sort();
@@ -1328,7 +1341,7 @@ impl Engine {
                     state,
                     reason,
                     path: fv.map(|f| f.dir.clone()).unwrap_or_default(),
-                    platform: self.models().backend.platform().into(),
+                    platform: self.backend.platform().into(),
                     kind: String::new(),
                     device: String::new(),
                     fallback_reason: String::new(),
@@ -1348,16 +1361,10 @@ impl Engine {
 
     /// Stop polling and unload everything (daemon shutdown).
     pub async fn stop_models(&self) {
-        if let Some(t) = self
-            .models()
-            .poll
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(t) = self.poll.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
-        let names: Vec<String> = self.models().table().keys().cloned().collect();
+        let names: Vec<String> = self.table().keys().cloned().collect();
         for n in names {
             let _ = self.unload_authorized(&n).await;
         }

@@ -4,8 +4,8 @@
 //! and gauges of the recent latency percentiles, labelled model/version/device. Reads the
 //! model table only.
 
+use super::ModelsHub;
 use super::stats::{Durations, ModelStats};
-use crate::engine::{Engine, Inner};
 use crate::metrics::{CounterOf, encode_counters};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -13,7 +13,7 @@ use prometheus_client::metrics::MetricType;
 use std::sync::Weak;
 
 pub(crate) struct ModelsCollector {
-    pub(crate) inner: Weak<Inner>,
+    pub(crate) hub: Weak<ModelsHub>,
 }
 
 impl std::fmt::Debug for ModelsCollector {
@@ -24,12 +24,10 @@ impl std::fmt::Debug for ModelsCollector {
 
 impl Collector for ModelsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(inner) = self.inner.upgrade() else {
+        let Some(hub) = self.hub.upgrade() else {
             return Ok(());
         };
-        let stats = Engine { inner }
-            .model_statistics("", "")
-            .unwrap_or_default();
+        let stats = hub.model_statistics("", "").unwrap_or_default();
         encode_model_stats(&stats, &mut encoder)
     }
 }
