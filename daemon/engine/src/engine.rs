@@ -67,7 +67,7 @@ pub(crate) struct Inner {
     pub(crate) devices: Arc<DeviceHub>,
     pub(crate) models: Arc<crate::models::ModelsHub>,
     pub(crate) jobs: crate::jobs::JobsHub,
-    pub(crate) vectors: crate::vectors::VectorsHub,
+    pub(crate) vectors: Arc<crate::vectors::VectorsHub>,
 }
 
 /// Cheap to clone; all clones share one engine.
@@ -136,14 +136,20 @@ impl Engine {
             devices.clone(),
             ports.inference,
         ));
+        let vectors = Arc::new(crate::vectors::VectorsHub::new(
+            core.clone(),
+            storage.clone(),
+            models.clone(),
+            ports.vectors,
+        ));
         let engine = Engine {
             inner: Arc::new(Inner {
                 devices,
                 storage,
                 models,
+                vectors,
                 core,
                 jobs: crate::jobs::JobsHub::new(ports.jobs),
-                vectors: crate::vectors::VectorsHub::new(ports.vectors),
             }),
         };
         match &engine.inner.storage.port() {

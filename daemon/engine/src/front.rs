@@ -9,6 +9,7 @@ use crate::models::{
     IndexEntry, InferRequest, InferResponse, LoadOptions, ModelInfo, ModelMetadata, ModelStats,
 };
 use crate::storage::{ImportOutcome, LoadOutcome, SnapshotInfo, StorageStatus};
+use crate::vectors::{Collection, Embeddings, Hit, VectorsStatus};
 use kiln_hal::ports::storage::{CmdStat, ModelRollback, PruneReport, RollbackReport};
 use std::path::Path;
 
@@ -222,5 +223,115 @@ impl Engine {
 
     pub async fn stop_models(&self) {
         self.inner.models.stop_models().await
+    }
+}
+
+/// Vectors.
+impl Engine {
+    /// Open the collections on the embeddings dataset, start the pinned search threads and
+    /// reserve each collection's memory. Never fails: problems go to component `vectors`.
+    pub async fn start_vectors(&self) {
+        self.inner.vectors.start_vectors().await
+    }
+
+    pub fn vectors_status(&self) -> Result<VectorsStatus, EngineError> {
+        self.inner.vectors.vectors_status()
+    }
+
+    /// Create an empty collection. Needs `ManageModels`.
+    pub async fn vectors_create(
+        &self,
+        caller: &Caller,
+        name: &str,
+        dim: u64,
+        metric: &str,
+        quantisation: &str,
+    ) -> Result<Collection, EngineError> {
+        self.inner
+            .vectors
+            .vectors_create(caller, name, dim, metric, quantisation)
+            .await
+    }
+
+    /// Add vectors with optional metadata (all-or-nothing, durable on return).
+    pub async fn vectors_add(
+        &self,
+        caller: &Caller,
+        name: &str,
+        ids: Vec<u64>,
+        vectors: Vec<f32>,
+        metadata: Option<Vec<String>>,
+    ) -> Result<usize, EngineError> {
+        self.inner
+            .vectors
+            .vectors_add(caller, name, ids, vectors, metadata)
+            .await
+    }
+
+    pub async fn vectors_delete(
+        &self,
+        caller: &Caller,
+        name: &str,
+        ids: Vec<u64>,
+    ) -> Result<usize, EngineError> {
+        self.inner.vectors.vectors_delete(caller, name, ids).await
+    }
+
+    pub async fn vectors_drop(&self, caller: &Caller, name: &str) -> Result<(), EngineError> {
+        self.inner.vectors.vectors_drop(caller, name).await
+    }
+
+    pub async fn vectors_search(
+        &self,
+        name: &str,
+        queries: Vec<f32>,
+        k: i64,
+    ) -> Result<Vec<Vec<Hit>>, EngineError> {
+        self.inner.vectors.vectors_search(name, queries, k).await
+    }
+
+    pub fn vectors_stats(&self, name: &str) -> Result<Collection, EngineError> {
+        self.inner.vectors.vectors_stats(name)
+    }
+
+    pub fn vectors_list(&self) -> Result<Vec<Collection>, EngineError> {
+        self.inner.vectors.vectors_list()
+    }
+
+    pub fn vectors_reservation(&self, name: &str) -> u64 {
+        self.inner.vectors.vectors_reservation(name)
+    }
+
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        model: Option<&str>,
+    ) -> Result<Embeddings, EngineError> {
+        self.inner.vectors.embed(texts, model).await
+    }
+
+    pub async fn embed_and_add(
+        &self,
+        caller: &Caller,
+        name: &str,
+        ids: Vec<u64>,
+        texts: Vec<String>,
+        metadata: Option<Vec<String>>,
+        model: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        self.inner
+            .vectors
+            .embed_and_add(caller, name, ids, texts, metadata, model)
+            .await
+    }
+
+    pub async fn search_text(
+        &self,
+        name: &str,
+        texts: Vec<String>,
+        k: i64,
+        model: Option<&str>,
+    ) -> Result<Vec<Vec<Hit>>, EngineError> {
+        self.inner.vectors.search_text(name, texts, k, model).await
     }
 }

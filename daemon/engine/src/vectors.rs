@@ -1,17 +1,19 @@
-//! The engine's vector service: one `kiln_vectors::VectorStore` opened at start under
-//! `<embeddings dataset>/collections`, its search threads pinned to the performance CPUs
+//! The vectors hub: the collections of the vector index port, opened at start under
+//! `<embeddings dataset>/collections` with search threads pinned to the performance CPUs
 //! (the AVX-512 ones when only some report it), one UMA `Reservation` per collection kept
 //! equal to its memory, and the embedding path (texts → the daemon tokenises with the
 //! model's `tokenizer.json` → a loaded embedding model → vectors). Mutations authorise with
 //! `Action::ManageModels` (collections are model data; no new polkit action) and write an
-//! audit row. Blocking work (disk, search, tokenising) runs on `spawn_blocking`. Touches the
-//! embeddings dataset, the budget ledger and, through `model_infer`, loaded models.
+//! audit row. Blocking work (disk, search, tokenising) runs on `spawn_blocking`. Depends on
+//! the core, the storage hub (the embeddings dataset) and the models hub (the embedder).
 
 use crate::auth::{Action, Caller};
 use crate::budget::{Reservation, gib};
-use crate::engine::{ComponentState, Engine};
+use crate::core::{ComponentState, Core};
 use crate::error::EngineError;
+use crate::models::ModelsHub;
 use crate::models::{InferInput, InferRequest, ModelState};
+use crate::storage::StorageHub;
 pub use kiln_hal::ports::{CollectionInfo, Hit};
 use kiln_hal::ports::{Dtype, Values};
 
@@ -131,7 +133,12 @@ struct Service {
 }
 
 /// The engine's vector state; `Err` holds why vectors are unavailable.
-pub(crate) struct VectorsHub {
+pub struct VectorsHub {
+    core: Arc<Core>,
+    /// The embeddings dataset holds the collections.
+    storage: Arc<StorageHub>,
+    /// Embedding models run there.
+    models: Arc<ModelsHub>,
     /// Opens the index (the port's implementation, from the wiring).
     open: Arc<kiln_hal::ports::OpenIndex>,
     service: RwLock<Result<Arc<Service>, String>>,
@@ -139,8 +146,16 @@ pub(crate) struct VectorsHub {
 }
 
 impl VectorsHub {
-    pub(crate) fn new(open: Arc<kiln_hal::ports::OpenIndex>) -> VectorsHub {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        storage: Arc<StorageHub>,
+        models: Arc<ModelsHub>,
+        open: Arc<kiln_hal::ports::OpenIndex>,
+    ) -> VectorsHub {
         VectorsHub {
+            core,
+            storage,
+            models,
             open,
             service: RwLock::new(Err("vector search is starting; retry in a moment".into())),
             tokenizers: Mutex::new(HashMap::new()),
@@ -191,14 +206,9 @@ fn parse_quantisation(s: &str) -> Result<Quantisation, EngineError> {
         .map_err(|e| EngineError::invalid(format!("quantisation: {e}")))
 }
 
-impl Engine {
-    fn vectors_hub(&self) -> &VectorsHub {
-        &self.inner.vectors
-    }
-
+impl VectorsHub {
     fn vectors_service(&self) -> Result<Arc<Service>, EngineError> {
-        self.vectors_hub()
-            .service
+        self.service
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -209,7 +219,7 @@ impl Engine {
     /// search threads and reserve each collection's memory. Never fails: problems go to
     /// component `vectors` and the vector calls answer UNAVAILABLE with the reason.
     pub async fn start_vectors(&self) {
-        let storage = match self.storage() {
+        let storage = match self.storage.port() {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!(
@@ -220,11 +230,11 @@ impl Engine {
                 return;
             }
         };
-        let cfg = self.config().vectors;
+        let cfg = self.core.config().vectors;
         let root = storage
             .dataset_path(kiln_hal::ports::storage::Dataset::Embeddings)
             .join("collections");
-        let placement = self.threads();
+        let placement = self.core.threads();
         let (cpus, default_threads, note) = (
             placement.compute.clone(),
             placement.compute_cores,
@@ -242,7 +252,7 @@ impl Engine {
         };
         let r = {
             let root = root.clone();
-            let open = self.vectors_hub().open.clone();
+            let open = self.open.clone();
             tokio::task::spawn_blocking(move || open(&root, opts)).await
         };
         let store = match r {
@@ -263,6 +273,7 @@ impl Engine {
         let mut reservations = HashMap::new();
         for c in store.list() {
             match self
+                .core
                 .budget()
                 .reserve(&owner(&c.name), c.memory_bytes as u64)
             {
@@ -297,12 +308,8 @@ impl Engine {
         } else {
             ComponentState::Degraded
         };
-        self.set_component("vectors", state, detail);
-        *self
-            .vectors_hub()
-            .service
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Ok(Arc::new(Service {
+        self.core.set_component("vectors", state, detail);
+        *self.service.write().unwrap_or_else(|p| p.into_inner()) = Ok(Arc::new(Service {
             store,
             reservations: Mutex::new(reservations),
             ops: tokio::sync::Mutex::new(()),
@@ -311,12 +318,9 @@ impl Engine {
 
     fn set_vectors_unavailable(&self, why: String) {
         tracing::warn!("vector search disabled: {why}");
-        self.set_component("vectors", ComponentState::Disabled, why.clone());
-        *self
-            .vectors_hub()
-            .service
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Err(why);
+        self.core
+            .set_component("vectors", ComponentState::Disabled, why.clone());
+        *self.service.write().unwrap_or_else(|p| p.into_inner()) = Err(why);
     }
 
     /// Pool and load problems of the vector service.
@@ -346,6 +350,7 @@ impl Engine {
         Fut: std::future::Future<Output = Result<(T, String), EngineError>>,
     {
         let result = self
+            .core
             .authorised(
                 caller,
                 Action::ManageModels,
@@ -364,7 +369,7 @@ impl Engine {
     /// Create an empty collection (`metric`: ip|cosine|l2, empty = ip; `quantisation`:
     /// none|int8, empty = none). Needs `ManageModels`.
     pub async fn vectors_create(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         dim: u64,
@@ -385,7 +390,7 @@ impl Engine {
             let dim = usize::try_from(dim).unwrap_or(usize::MAX);
             let _g = s.ops.lock().await;
             // Reserve first (0 bytes; refused only under memory pressure), then create.
-            let r = engine.budget().reserve(&owner(&name), 0)?;
+            let r = engine.core.budget().reserve(&owner(&name), 0)?;
             let store = s.store.clone();
             let n = name.clone();
             let info =
@@ -488,7 +493,12 @@ impl Engine {
         let s = self.vectors_service()?;
         let info = s.store.stats(name).map_err(EngineError::from)?;
         let nq = queries.len() / info.dim.max(1);
-        check_hits(nq, k, info.count as u64, self.config().vectors.max_hits)?;
+        check_hits(
+            nq,
+            k,
+            info.count as u64,
+            self.core.config().vectors.max_hits,
+        )?;
         let name = name.to_string();
         tokio::task::spawn_blocking(move || s.store.search(&name, &queries, k))
             .await
@@ -548,12 +558,13 @@ impl Engine {
         if texts.is_empty() {
             return Err(EngineError::invalid("no texts to embed: send at least one"));
         }
-        let cfg = self.config().vectors;
+        let cfg = self.core.config().vectors;
         let model = model
             .filter(|m| !m.trim().is_empty())
             .unwrap_or(&cfg.embedding_model)
             .to_string();
         let info = self
+            .models
             .models_list()
             .into_iter()
             .filter(|m| m.name == model && m.state == ModelState::Ready)
@@ -615,6 +626,7 @@ impl Engine {
                 })
                 .collect();
             let resp = self
+                .models
                 .model_infer(InferRequest {
                     model_name: model.clone(),
                     model_version: info.version.to_string(),
@@ -669,7 +681,6 @@ impl Engine {
     ) -> Result<Arc<tokenizers::Tokenizer>, EngineError> {
         let path = dir.join("tokenizer.json");
         if let Some(t) = self
-            .vectors_hub()
             .tokenizers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -701,8 +712,7 @@ impl Engine {
             ))
         })?;
         let tok = Arc::new(tok);
-        self.vectors_hub()
-            .tokenizers
+        self.tokenizers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(path, tok.clone());
@@ -711,7 +721,7 @@ impl Engine {
 
     /// Embed `texts` and add them under `ids`; metadata defaults to the texts themselves.
     pub async fn embed_and_add(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         name: &str,
         ids: Vec<u64>,
