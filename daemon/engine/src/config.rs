@@ -36,9 +36,9 @@ pub struct Config {
     /// Where the OpenVINO runtime comes from.
     pub openvino: OpenvinoConfig,
     /// Job supervision: launcher, grace period, battery policy.
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: JobsConfig,
     /// Vector collections: search threads, compaction, the default embedding model.
-    pub vectors: crate::vectors::VectorsConfig,
+    pub vectors: VectorsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub struct ModelsConfig {
     pub load_at_start: bool,
     /// Inference precision of models whose kiln-model.toml sets none: `f32` (exact, the
     /// default), `bf16`, `f16` or `auto` (what the device prefers).
-    pub precision: crate::models::PrecisionSetting,
+    pub precision: crate::models::repo::PrecisionSetting,
 }
 
 impl Default for ModelsConfig {
@@ -306,7 +306,7 @@ impl Config {
                 self.models.poll_interval_ms
             ));
         }
-        if let Err(e) = crate::models::VersionPolicy::parse(&self.models.version_policy) {
+        if let Err(e) = crate::models::repo::VersionPolicy::parse(&self.models.version_policy) {
             errs.push(format!("key `models.version_policy`: {e}"));
         }
         if self
@@ -594,6 +594,131 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         problems,
     })?;
     Ok(LoadedConfig { config, files })
+}
+
+/// The `[jobs]` config table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Hold GPU training jobs in the queue while the machine runs on battery.
+    pub defer_gpu_on_battery: bool,
+    /// SIGTERM → SIGKILL grace period for cancel and max runtime, milliseconds.
+    pub grace_ms: u64,
+    /// `auto` (a systemd transient unit when booted with systemd, else fork), `fork`, `systemd`.
+    pub launcher: String,
+    /// How often running jobs are checked for exit and checkpoint markers, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Memory limit and budget reservation of a job that gives none, bytes.
+    pub default_memory_bytes: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            defer_gpu_on_battery: true,
+            grace_ms: 10_000,
+            launcher: "auto".into(),
+            poll_interval_ms: 100,
+            default_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !["auto", "fork", "systemd"].contains(&self.launcher.as_str()) {
+            return Err(format!(
+                "key `jobs.launcher`: bad value {:?}; expected auto, fork or systemd",
+                self.launcher
+            ));
+        }
+        if self.grace_ms > 600_000 {
+            return Err(format!(
+                "key `jobs.grace_ms`: bad value {}; expected at most 600000 (10 minutes)",
+                self.grace_ms
+            ));
+        }
+        if self.default_memory_bytes < 1 << 20 {
+            return Err(format!(
+                "key `jobs.default_memory_bytes`: bad value {}; expected at least 1048576 (1 MiB)",
+                self.default_memory_bytes
+            ));
+        }
+        if !(10..=10_000).contains(&self.poll_interval_ms) {
+            return Err(format!(
+                "key `jobs.poll_interval_ms`: bad value {}; expected 10 to 10000",
+                self.poll_interval_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[vectors]` in kiln.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VectorsConfig {
+    /// Search threads; 0 = one per performance core (at least 1).
+    pub threads: usize,
+    /// Rewrite a collection into one segment once it has more segment files than this.
+    pub compact_after_segments: usize,
+    /// Embedding model used by Embed, EmbedAndAdd and SearchText when the call names none.
+    pub embedding_model: String,
+    /// Texts per inference request on the embedding path.
+    pub embed_batch: usize,
+    /// Most hits a search may return in all: queries × min(k, collection size).
+    pub max_hits: usize,
+}
+
+impl Default for VectorsConfig {
+    fn default() -> Self {
+        VectorsConfig {
+            threads: 0,
+            compact_after_segments: 64,
+            embedding_model: "minilm".into(),
+            embed_batch: 32,
+            max_hits: 1 << 20,
+        }
+    }
+}
+
+impl VectorsConfig {
+    /// Messages name the key, the value and what is expected.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        if self.threads > 1024 {
+            errs.push(format!(
+                "key `vectors.threads`: bad value {}; expected 0 (one per performance core) to 1024",
+                self.threads
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.compact_after_segments) {
+            errs.push(format!(
+                "key `vectors.compact_after_segments`: bad value {}; expected 1 to 1000000",
+                self.compact_after_segments
+            ));
+        }
+        if self.embedding_model.trim().is_empty() {
+            errs.push(
+                "key `vectors.embedding_model`: empty; expected a model name such as \"minilm\""
+                    .into(),
+            );
+        }
+        if !(1..=4096).contains(&self.embed_batch) {
+            errs.push(format!(
+                "key `vectors.embed_batch`: bad value {}; expected 1 to 4096",
+                self.embed_batch
+            ));
+        }
+        if !(1..=1 << 26).contains(&self.max_hits) {
+            errs.push(format!(
+                "key `vectors.max_hits`: bad value {}; expected 1 to {}",
+                self.max_hits,
+                1u64 << 26
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     pub(crate) storage: Arc<crate::storage::StorageHub>,
     pub(crate) devices: Arc<DeviceHub>,
     pub(crate) models: Arc<crate::models::ModelsHub>,
-    pub(crate) jobs: crate::jobs::JobsHub,
+    pub(crate) jobs: Arc<crate::jobs::JobsHub>,
     pub(crate) vectors: Arc<crate::vectors::VectorsHub>,
 }
 
@@ -142,14 +142,20 @@ impl Engine {
             models.clone(),
             ports.vectors,
         ));
+        let jobs = Arc::new(crate::jobs::JobsHub::new(
+            core.clone(),
+            storage.clone(),
+            devices.clone(),
+            ports.jobs,
+        ));
         let engine = Engine {
             inner: Arc::new(Inner {
+                jobs,
                 devices,
                 storage,
                 models,
                 vectors,
                 core,
-                jobs: crate::jobs::JobsHub::new(ports.jobs),
             }),
         };
         match &engine.inner.storage.port() {

@@ -4,7 +4,7 @@
 //! the same on every transport: list again (gRPC ends the watch with DATA_LOSS and that
 //! message, D-Bus re-reads what it mirrors). Pure plumbing: holds no state of its own.
 
-use crate::jobs::JobInfo;
+use crate::jobs::info::JobInfo;
 use kiln_hal::DeviceEvent;
 use tokio::sync::broadcast;
 

@@ -5,6 +5,7 @@ use crate::auth::Caller;
 use crate::devices::{Device, Inventory};
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::jobs::{JobInfo, JobRequest, ShimCommand};
 use crate::models::{
     IndexEntry, InferRequest, InferResponse, LoadOptions, ModelInfo, ModelMetadata, ModelStats,
 };
@@ -12,6 +13,7 @@ use crate::storage::{ImportOutcome, LoadOutcome, SnapshotInfo, StorageStatus};
 use crate::vectors::{Collection, Embeddings, Hit, VectorsStatus};
 use kiln_hal::ports::storage::{CmdStat, ModelRollback, PruneReport, RollbackReport};
 use std::path::Path;
+use tokio::sync::mpsc;
 
 /// Devices.
 impl Engine {
@@ -333,5 +335,68 @@ impl Engine {
         model: Option<&str>,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
         self.inner.vectors.search_text(name, texts, k, model).await
+    }
+}
+
+/// Jobs.
+impl Engine {
+    pub fn get_job(&self, id: u64) -> Result<JobInfo, EngineError> {
+        self.inner.jobs.get_job(id)
+    }
+
+    /// A job as `caller` may see it (environment values are the owner's and root's).
+    pub fn job_for(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+        self.inner.jobs.job_for(caller, id)
+    }
+
+    pub fn jobs_for(&self, caller: &Caller) -> Result<Vec<JobInfo>, EngineError> {
+        self.inner.jobs.jobs_for(caller)
+    }
+
+    pub fn list_jobs(&self) -> Result<Vec<JobInfo>, EngineError> {
+        self.inner.jobs.list_jobs()
+    }
+
+    /// Queue a job; the engine fills in what the request leaves out, the same for every
+    /// transport. Needs `ManageJobs`.
+    pub async fn submit_job(
+        &self,
+        caller: &Caller,
+        request: JobRequest,
+    ) -> Result<JobInfo, EngineError> {
+        self.inner.jobs.submit_job(caller, request).await
+    }
+
+    /// Cancel a job (its owner or root). Needs `ManageJobs`.
+    pub async fn cancel_job(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+        self.inner.jobs.cancel_job(caller, id).await
+    }
+
+    pub async fn checkpoint_job(
+        &self,
+        caller: &Caller,
+        id: u64,
+        label: &str,
+    ) -> Result<String, EngineError> {
+        self.inner.jobs.checkpoint_job(caller, id, label).await
+    }
+
+    /// Pick the launcher, re-adopt jobs left by a previous daemon, requeue waiting ones and
+    /// run the scheduler. Call once, inside the runtime.
+    pub async fn start_jobs(&self, shim: ShimCommand) {
+        let chosen = match self.inner.jobs.given() {
+            Some(given) => given,
+            None => crate::wiring::job_launchers(&self.config().jobs.launcher, shim).await,
+        };
+        self.inner.jobs.start_jobs(chosen).await
+    }
+
+    /// The job's output: what is there now and, with `follow`, new output until it ends.
+    pub fn job_logs(
+        &self,
+        id: u64,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<Result<Vec<u8>, EngineError>>, EngineError> {
+        self.inner.jobs.job_logs(id, follow)
     }
 }

@@ -9,6 +9,8 @@
 
 use crate::auth::{Action, Caller};
 use crate::budget::{Reservation, gib};
+/// `[vectors]` of kiln.toml.
+pub use crate::config::VectorsConfig;
 use crate::core::{ComponentState, Core};
 use crate::error::EngineError;
 use crate::models::ModelsHub;
@@ -25,77 +27,10 @@ pub struct Collection {
     pub reservation_bytes: u64,
 }
 use kiln_hal::ports::{IndexOptions, Metric, Quantisation, VectorIndex};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-
-/// `[vectors]` in kiln.toml.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VectorsConfig {
-    /// Search threads; 0 = one per performance core (at least 1).
-    pub threads: usize,
-    /// Rewrite a collection into one segment once it has more segment files than this.
-    pub compact_after_segments: usize,
-    /// Embedding model used by Embed, EmbedAndAdd and SearchText when the call names none.
-    pub embedding_model: String,
-    /// Texts per inference request on the embedding path.
-    pub embed_batch: usize,
-    /// Most hits a search may return in all: queries × min(k, collection size).
-    pub max_hits: usize,
-}
-
-impl Default for VectorsConfig {
-    fn default() -> Self {
-        VectorsConfig {
-            threads: 0,
-            compact_after_segments: 64,
-            embedding_model: "minilm".into(),
-            embed_batch: 32,
-            max_hits: 1 << 20,
-        }
-    }
-}
-
-impl VectorsConfig {
-    /// Messages name the key, the value and what is expected.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut errs = Vec::new();
-        if self.threads > 1024 {
-            errs.push(format!(
-                "key `vectors.threads`: bad value {}; expected 0 (one per performance core) to 1024",
-                self.threads
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.compact_after_segments) {
-            errs.push(format!(
-                "key `vectors.compact_after_segments`: bad value {}; expected 1 to 1000000",
-                self.compact_after_segments
-            ));
-        }
-        if self.embedding_model.trim().is_empty() {
-            errs.push(
-                "key `vectors.embedding_model`: empty; expected a model name such as \"minilm\""
-                    .into(),
-            );
-        }
-        if !(1..=4096).contains(&self.embed_batch) {
-            errs.push(format!(
-                "key `vectors.embed_batch`: bad value {}; expected 1 to 4096",
-                self.embed_batch
-            ));
-        }
-        if !(1..=1 << 26).contains(&self.max_hits) {
-            errs.push(format!(
-                "key `vectors.max_hits`: bad value {}; expected 1 to {}",
-                self.max_hits,
-                1u64 << 26
-            ));
-        }
-        if errs.is_empty() { Ok(()) } else { Err(errs) }
-    }
-}
 
 /// Tokens an embedding input may have when kiln-model.toml sets no `max_sequence_length`:
 /// a fixed sequence dimension of `input_ids` if the model has one, else BERT's 512.

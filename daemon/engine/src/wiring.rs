@@ -11,6 +11,7 @@ use kiln_jobs::{ForkLauncher, ShimCommand, SystemdLauncher};
 use kiln_openvino::{LibrarySearch, OpenVinoBackend};
 
 use crate::Config;
+use crate::jobs::Launchers;
 
 /// The implementations behind the engine's ports.
 #[derive(Clone)]
@@ -55,14 +56,6 @@ fn library_search(cfg: &Config) -> LibrarySearch {
             .map(PathBuf::from),
     );
     LibrarySearch::new(cfg.openvino.library.clone(), prefixes)
-}
-
-/// The launcher jobs start on, the one they fall back to when it refuses, and why the
-/// choice is not the one configured.
-pub(crate) struct Launchers {
-    pub active: Arc<dyn JobLauncher>,
-    pub fallback: Option<Arc<dyn JobLauncher>>,
-    pub degraded: Option<String>,
 }
 
 /// `[jobs] launcher`: `fork`; `systemd` (fork, degraded, when systemd or the system bus is

@@ -2,6 +2,7 @@
 //! failures, cancellation, ends and re-adoption, with no process started.
 
 use super::*;
+use crate::Engine;
 use crate::testing::{TestEngine, engine};
 use kiln_hal::ports::ErrorKind as PortKind;
 use kiln_testkit::fakes::FakeBackend;

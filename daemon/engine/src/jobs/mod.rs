@@ -7,6 +7,8 @@
 //! and the job supervisors it started.
 
 pub mod db;
+pub mod info;
+pub use info::JobInfo;
 #[cfg(test)]
 mod hub_tests;
 
@@ -21,120 +23,29 @@ pub fn run_job_shim(launch: &str) -> i32 {
     kiln_jobs::shim::shim_main(&[launch.to_string()])
 }
 
+/// `[jobs]` of kiln.toml.
+pub use crate::config::JobsConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{Action, Caller};
 use crate::budget::{Refusal, Reservation, gib};
-use crate::engine::{Engine, rfc3339};
+use crate::core::{Core, rfc3339};
+use crate::devices::DeviceHub;
 use crate::error::{EngineError, ErrorKind};
 use crate::events::Event;
-use db::{CheckpointRow, JobRow};
+use crate::storage::StorageHub;
+use db::JobRow;
 use kiln_hal::ports::storage::Dataset;
 use kiln_hal::ports::{
     Adopted, ErrorKind as PortKind, ExitRecord, JobLauncher, JobRecord, LaunchPlan, PortError,
     RunningJob,
 };
 use kiln_jobs::{Admit, CpuKind, Device, JobError, JobErrorKind, JobQueue, Limits};
-
-/// The `[jobs]` config table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobsConfig {
-    /// Hold GPU training jobs in the queue while the machine runs on battery.
-    pub defer_gpu_on_battery: bool,
-    /// SIGTERM → SIGKILL grace period for cancel and max runtime, milliseconds.
-    pub grace_ms: u64,
-    /// `auto` (a systemd transient unit when booted with systemd, else fork), `fork`, `systemd`.
-    pub launcher: String,
-    /// How often running jobs are checked for exit and checkpoint markers, milliseconds.
-    pub poll_interval_ms: u64,
-    /// Memory limit and budget reservation of a job that gives none, bytes.
-    pub default_memory_bytes: u64,
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            defer_gpu_on_battery: true,
-            grace_ms: 10_000,
-            launcher: "auto".into(),
-            poll_interval_ms: 100,
-            default_memory_bytes: 1 << 30,
-        }
-    }
-}
-
-impl JobsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !["auto", "fork", "systemd"].contains(&self.launcher.as_str()) {
-            return Err(format!(
-                "key `jobs.launcher`: bad value {:?}; expected auto, fork or systemd",
-                self.launcher
-            ));
-        }
-        if self.grace_ms > 600_000 {
-            return Err(format!(
-                "key `jobs.grace_ms`: bad value {}; expected at most 600000 (10 minutes)",
-                self.grace_ms
-            ));
-        }
-        if self.default_memory_bytes < 1 << 20 {
-            return Err(format!(
-                "key `jobs.default_memory_bytes`: bad value {}; expected at least 1048576 (1 MiB)",
-                self.default_memory_bytes
-            ));
-        }
-        if !(10..=10_000).contains(&self.poll_interval_ms) {
-            return Err(format!(
-                "key `jobs.poll_interval_ms`: bad value {}; expected 10 to 10000",
-                self.poll_interval_ms
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A job as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobInfo {
-    pub id: u64,
-    pub name: String,
-    pub state: JobState,
-    /// Why it waits, how it ended, or "running".
-    pub detail: String,
-    pub spec: JobSpec,
-    pub owner_uid: Option<u32>,
-    pub submitted_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// The job's process (its process group id) while it runs.
-    pub pid: Option<i32>,
-    /// CPUs it is pinned to ("" = not pinned).
-    pub cpus: String,
-    /// How its memory is limited (cgroup v2 / v1 / rlimit / systemd MemoryMax).
-    pub memory_limit: String,
-    pub memory_used_bytes: Option<u64>,
-    /// The last line the job wrote to `$KILN_PROGRESS_FILE`.
-    pub progress: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub log_path: String,
-    pub checkpoint_dir: String,
-    pub checkpoints: Vec<CheckpointRow>,
-    pub unit: Option<String>,
-}
-
-impl JobInfo {
-    pub fn is_finished(&self) -> bool {
-        self.state.is_finished()
-    }
-}
 
 struct Running {
     handle: Box<dyn RunningJob>,
@@ -150,8 +61,21 @@ struct HubState {
     running: BTreeMap<u64, Running>,
 }
 
+/// The launcher jobs start on, the one they fall back to when it refuses, and why the
+/// choice is not the one configured (chosen by the wiring).
+pub struct Launchers {
+    pub active: Arc<dyn JobLauncher>,
+    pub fallback: Option<Arc<dyn JobLauncher>>,
+    pub degraded: Option<String>,
+}
+
 /// The engine's job registry.
-pub(crate) struct JobsHub {
+pub struct JobsHub {
+    core: Arc<Core>,
+    /// Logs and checkpoints datasets; checkpoints are snapshots.
+    storage: Arc<StorageHub>,
+    /// CPU sets and the power source.
+    devices: Arc<DeviceHub>,
     state: Mutex<HubState>,
     ops: tokio::sync::Mutex<()>,
     kick: Notify,
@@ -164,8 +88,16 @@ pub(crate) struct JobsHub {
 }
 
 impl JobsHub {
-    pub(crate) fn new(given: Option<Arc<dyn JobLauncher>>) -> JobsHub {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        storage: Arc<StorageHub>,
+        devices: Arc<DeviceHub>,
+        given: Option<Arc<dyn JobLauncher>>,
+    ) -> JobsHub {
         JobsHub {
+            core,
+            storage,
+            devices,
             state: Mutex::new(HubState::default()),
             ops: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
@@ -245,15 +177,11 @@ fn final_state(exit: &ExitRecord) -> JobState {
     }
 }
 
-impl Engine {
-    fn jobs(&self) -> &JobsHub {
-        &self.inner.jobs
-    }
-
+impl JobsHub {
     /// CPU ids per requested kind, limited to CPUs this process can use.
     fn job_cpu_set(&self, kind: CpuKind) -> Vec<usize> {
-        let sets = self.cpu_sets();
-        let usable = &self.threads().usable;
+        let sets = self.devices.cpu_sets();
+        let usable = &self.core.threads().usable;
         let mut v = match kind {
             CpuKind::Performance => sets.performance,
             CpuKind::Efficiency => sets.efficiency,
@@ -273,7 +201,7 @@ impl Engine {
     fn job_limits(&self) -> Limits {
         let n = |k| self.job_cpu_set(k).len() as u32;
         Limits::new(
-            self.budget().status().budget_bytes,
+            self.core.budget().status().budget_bytes,
             n(CpuKind::Performance),
             n(CpuKind::Efficiency),
             n(CpuKind::LowPower),
@@ -282,7 +210,7 @@ impl Engine {
     }
 
     fn job_info(&self, r: JobRow) -> Result<JobInfo, EngineError> {
-        let checkpoints = db::checkpoints(self.db(), r.id)?;
+        let checkpoints = db::checkpoints(self.core.db(), r.id)?;
         let running = r.state == JobState::Running;
         let progress = if running {
             std::fs::read_to_string(PathBuf::from(&r.run_dir).join("progress"))
@@ -313,7 +241,7 @@ impl Engine {
             memory_limit: st.map(|s| s.memory_limit.clone()).unwrap_or_default(),
             memory_used_bytes: st
                 .filter(|_| running)
-                .and_then(|s| self.jobs().launcher()?.memory_used(s)),
+                .and_then(|s| self.launcher()?.memory_used(s)),
             progress,
             exit_code: r.exit.as_ref().and_then(|e| e.code),
             signal: r.exit.as_ref().and_then(|e| e.signal),
@@ -325,7 +253,7 @@ impl Engine {
     }
 
     pub fn get_job(&self, id: u64) -> Result<JobInfo, EngineError> {
-        let row = db::get(self.db(), id)?.ok_or_else(|| {
+        let row = db::get(self.core.db(), id)?.ok_or_else(|| {
             EngineError::not_found(format!("no job {id}; `kilnctl jobs list` shows the jobs"))
         })?;
         self.job_info(row)
@@ -347,7 +275,7 @@ impl Engine {
 
     /// The newest 500 jobs, newest first.
     pub fn list_jobs(&self) -> Result<Vec<JobInfo>, EngineError> {
-        db::list(self.db(), 500)?
+        db::list(self.core.db(), 500)?
             .into_iter()
             .map(|r| self.job_info(r))
             .collect()
@@ -355,7 +283,7 @@ impl Engine {
 
     fn publish(&self, id: u64) {
         if let Ok(info) = self.get_job(id) {
-            self.core().events.publish(Event::Job(Box::new(info)));
+            self.core.events().publish(Event::Job(Box::new(info)));
         }
     }
 
@@ -373,22 +301,23 @@ impl Engine {
             request
                 .memory_bytes
                 .filter(|m| *m > 0)
-                .unwrap_or(self.config().jobs.default_memory_bytes),
+                .unwrap_or(self.core.config().jobs.default_memory_bytes),
             request.device.as_deref().unwrap_or("cpu")
         );
-        let default_memory = self.config().jobs.default_memory_bytes;
-        self.authorised(
-            caller,
-            Action::ManageJobs,
-            "SubmitJob",
-            &args,
-            || async {
-                let spec = request.into_spec(default_memory).map_err(job_err)?;
-                self.submit_authorized(caller, spec).await
-            },
-            |j| format!("job {} {}", j.id, j.state),
-        )
-        .await
+        let default_memory = self.core.config().jobs.default_memory_bytes;
+        self.core
+            .authorised(
+                caller,
+                Action::ManageJobs,
+                "SubmitJob",
+                &args,
+                || async {
+                    let spec = request.into_spec(default_memory).map_err(job_err)?;
+                    self.submit_authorized(caller, spec).await
+                },
+                |j| format!("job {} {}", j.id, j.state),
+            )
+            .await
     }
 
     async fn submit_authorized(
@@ -397,21 +326,21 @@ impl Engine {
         mut spec: JobSpec,
     ) -> Result<JobInfo, EngineError> {
         spec.validate(&self.job_limits()).map_err(job_err)?;
-        if self.jobs().launcher().is_none() {
+        if self.launcher().is_none() {
             return Err(EngineError::unavailable(
                 "jobs are not running in this daemon (start_jobs was not called)",
             ));
         }
-        let storage = self.storage().map_err(|e| {
+        let storage = self.storage.port().map_err(|e| {
             EngineError::unavailable(format!(
                 "jobs need the checkpoints and logs datasets: {}",
                 e.message
             ))
         })?;
-        let jobs_dir = self.config().daemon.state_dir.join("jobs");
+        let jobs_dir = self.core.config().daemon.state_dir.join("jobs");
         let logs = storage.dataset_path(Dataset::Logs).join("jobs");
         let ckpts = storage.dataset_path(Dataset::Checkpoints);
-        let id = db::insert(self.db(), &spec, caller.uid, &now(), |id| {
+        let id = db::insert(self.core.db(), &spec, caller.uid, &now(), |id| {
             (
                 jobs_dir.join(id.to_string()).to_string_lossy().into_owned(),
                 logs.join(format!("job-{id}.log"))
@@ -424,7 +353,7 @@ impl Engine {
             )
         })?;
         {
-            let mut st = self.jobs().st();
+            let mut st = self.st();
             st.queue.push(id, spec.priority, spec.memory_bytes);
             st.queued.insert(id, spec);
         }
@@ -436,13 +365,13 @@ impl Engine {
 
     /// One admission pass: start every queued job that fits, in priority order.
     async fn admit_jobs(&self) {
-        let _ops = self.jobs().ops.lock().await;
-        let cfg = self.config().jobs;
-        let on_battery = self.inventory().power.source == kiln_hal::PowerSource::Battery;
-        let ledger = self.budget().clone();
+        let _ops = self.ops.lock().await;
+        let cfg = self.core.config().jobs;
+        let on_battery = self.devices.inventory().power.source == kiln_hal::PowerSource::Battery;
+        let ledger = self.core.budget().clone();
         let mut waits = Vec::new();
         let started = {
-            let mut guard = self.jobs().st();
+            let mut guard = self.st();
             let st = &mut *guard;
             let specs = &st.queued;
             st.queue.admit(|q| {
@@ -470,11 +399,11 @@ impl Engine {
             })
         };
         for (id, why) in waits {
-            let _ = db::set_state(self.db(), id, JobState::Queued, &why);
+            let _ = db::set_state(self.core.db(), id, JobState::Queued, &why);
             self.publish(id);
         }
         for (id, res) in started {
-            let spec = self.jobs().st().queued.remove(&id);
+            let spec = self.st().queued.remove(&id);
             if let Some(spec) = spec {
                 self.launch_job(id, spec, res).await;
             }
@@ -482,11 +411,11 @@ impl Engine {
     }
 
     async fn launch_job(&self, id: u64, spec: JobSpec, reservation: Reservation) {
-        let row = match db::get(self.db(), id) {
+        let row = match db::get(self.core.db(), id) {
             Ok(Some(r)) => r,
             _ => return,
         };
-        let cfg = self.config();
+        let cfg = self.core.config();
         // Least-used CPUs of the requested kind.
         let mut set = self.job_cpu_set(spec.cpus.kind);
         // `any` without a count still gets an explicit mask: every CPU kilnd may use, not
@@ -495,7 +424,7 @@ impl Engine {
         let cpus = if spec.cpus.count == 0 {
             set
         } else {
-            let st = self.jobs().st();
+            let st = self.st();
             let load = |c: &usize| st.running.values().filter(|r| r.cpus.contains(c)).count();
             set.sort_by_key(|c| (load(c), *c));
             let mut v: Vec<usize> = set.into_iter().take(spec.cpus.count as usize).collect();
@@ -545,8 +474,8 @@ impl Engine {
             cgroup: true,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         };
-        let _ = db::set_state(self.db(), id, JobState::Starting, "starting");
-        let Some(launcher) = self.jobs().launcher() else {
+        let _ = db::set_state(self.core.db(), id, JobState::Starting, "starting");
+        let Some(launcher) = self.launcher() else {
             return;
         };
         let result = match self.start_on(launcher, plan.clone()).await {
@@ -559,9 +488,9 @@ impl Engine {
         match result {
             Ok(handle) => {
                 let started = handle.started();
-                let _ = db::set_running(self.db(), id, handle.record(), started, &now());
+                let _ = db::set_running(self.core.db(), id, handle.record(), started, &now());
                 tracing::info!(job = id, pid = started.pid, cpus = %started.cpus, memory = %started.memory_limit, "job running");
-                self.jobs().st().running.insert(
+                self.st().running.insert(
                     id,
                     Running {
                         handle,
@@ -573,7 +502,14 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(job = id, error = %e, "job did not start");
-                let _ = db::set_finished(self.db(), id, JobState::Failed, &e.message, None, &now());
+                let _ = db::set_finished(
+                    self.core.db(),
+                    id,
+                    JobState::Failed,
+                    &e.message,
+                    None,
+                    &now(),
+                );
                 drop(reservation);
             }
         }
@@ -584,7 +520,9 @@ impl Engine {
     /// (`job-<id>.log`, `job-<id>/`, `job-<id>-ckpt-<n>`), so a fresh `state.db` over old
     /// datasets never hands a new job an old job's log, directory or snapshot names.
     fn skip_ids_the_datasets_hold(&self) {
-        let Ok(storage) = self.storage() else { return };
+        let Ok(storage) = self.storage.port() else {
+            return;
+        };
         let mut highest = 0u64;
         let mut see = |name: &str| {
             let digits: String = name
@@ -612,7 +550,7 @@ impl Engine {
             see(&s.name);
         }
         if highest > 0 {
-            match db::skip_ids_through(self.db(), highest) {
+            match db::skip_ids_through(self.core.db(), highest) {
                 Ok(()) => tracing::debug!(highest, "job ids continue past the datasets' jobs"),
                 Err(e) => tracing::warn!(error = %e, "cannot move the job id sequence"),
             }
@@ -621,19 +559,20 @@ impl Engine {
 
     /// Cancel a queued job (removed) or a running one (SIGTERM, SIGKILL after the grace period).
     pub async fn cancel_job(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
-        self.authorised(
-            caller,
-            Action::ManageJobs,
-            "CancelJob",
-            &id.to_string(),
-            || self.cancel_authorized(caller, id),
-            |_| String::new(),
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageJobs,
+                "CancelJob",
+                &id.to_string(),
+                || self.cancel_authorized(caller, id),
+                |_| String::new(),
+            )
+            .await
     }
 
     async fn cancel_authorized(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
-        let _ops = self.jobs().ops.lock().await;
+        let _ops = self.ops.lock().await;
         let info = self.get_job(id)?;
         // Managing jobs is not managing everyone's: the owner, root or kilnd itself.
         if !owner_or_admin(caller, info.owner_uid) {
@@ -649,13 +588,13 @@ impl Engine {
             )));
         }
         let queued = {
-            let mut st = self.jobs().st();
+            let mut st = self.st();
             st.queued.remove(&id);
             st.queue.remove(id)
         };
         if queued {
             db::set_finished(
-                self.db(),
+                self.core.db(),
                 id,
                 JobState::Cancelled,
                 "cancelled before it started",
@@ -663,7 +602,7 @@ impl Engine {
                 &now(),
             )?;
         } else {
-            let mut st = self.jobs().st();
+            let mut st = self.st();
             let Some(r) = st.running.get_mut(&id) else {
                 return Err(EngineError::precondition(format!(
                     "job {id} is {}; retry in a moment",
@@ -673,7 +612,7 @@ impl Engine {
             r.handle.cancel().map_err(EngineError::from)?;
             drop(st);
             db::set_state(
-                self.db(),
+                self.core.db(),
                 id,
                 JobState::Running,
                 "cancelling: SIGTERM sent, SIGKILL after the grace period",
@@ -690,29 +629,30 @@ impl Engine {
         id: u64,
         label: &str,
     ) -> Result<String, EngineError> {
-        self.authorised(
-            caller,
-            Action::ManageJobs,
-            "CheckpointJob",
-            &id.to_string(),
-            || async {
-                if !self.jobs().st().running.contains_key(&id) {
-                    let info = self.get_job(id)?;
-                    return Err(EngineError::precondition(format!(
-                        "job {id} is {}; only a running job can be checkpointed",
-                        info.state
-                    )));
-                }
-                self.take_checkpoint(id, label.to_string()).await
-            },
-            |snapshot: &String| snapshot.clone(),
-        )
-        .await
+        self.core
+            .authorised(
+                caller,
+                Action::ManageJobs,
+                "CheckpointJob",
+                &id.to_string(),
+                || async {
+                    if !self.st().running.contains_key(&id) {
+                        let info = self.get_job(id)?;
+                        return Err(EngineError::precondition(format!(
+                            "job {id} is {}; only a running job can be checkpointed",
+                            info.state
+                        )));
+                    }
+                    self.take_checkpoint(id, label.to_string()).await
+                },
+                |snapshot: &String| snapshot.clone(),
+            )
+            .await
     }
 
     async fn take_checkpoint(&self, id: u64, label: String) -> Result<String, EngineError> {
-        let storage = self.storage()?;
-        let seq = db::checkpoints(self.db(), id)?.len() as u32 + 1;
+        let storage = self.storage.port()?;
+        let seq = db::checkpoints(self.core.db(), id)?.len() as u32 + 1;
         let snap = format!("job-{id}-ckpt-{seq}");
         let tag = format!("kiln-job-{id}");
         let s = snap.clone();
@@ -725,8 +665,8 @@ impl Engine {
         .await
         .map_err(|e| EngineError::internal(e.to_string()))?
         .map_err(|e| EngineError::internal(format!("checkpoint of job {id}: {e}")))?;
-        db::add_checkpoint(self.db(), id, seq, &snap, &label, &now())?;
-        if let Some(r) = self.jobs().st().running.get_mut(&id) {
+        db::add_checkpoint(self.core.db(), id, seq, &snap, &label, &now())?;
+        if let Some(r) = self.st().running.get_mut(&id) {
             r.snapshots.push(snap.clone());
         }
         tracing::info!(job = id, snapshot = %snap, "job checkpoint recorded");
@@ -735,7 +675,9 @@ impl Engine {
     }
 
     fn release_holds(&self, id: u64, snaps: Vec<String>) {
-        let Ok(storage) = self.storage() else { return };
+        let Ok(storage) = self.storage.port() else {
+            return;
+        };
         let tag = format!("kiln-job-{id}");
         for s in snaps {
             if let Err(e) = storage.release(Dataset::Checkpoints, &s, &tag) {
@@ -746,7 +688,14 @@ impl Engine {
 
     fn finish_job(&self, id: u64, exit: &ExitRecord, snaps: Vec<String>) {
         let state = final_state(exit);
-        let _ = db::set_finished(self.db(), id, state, &exit.summary(), Some(exit), &now());
+        let _ = db::set_finished(
+            self.core.db(),
+            id,
+            state,
+            &exit.summary(),
+            Some(exit),
+            &now(),
+        );
         self.release_holds(id, snaps);
         tracing::info!(job = id, state = state.as_str(), detail = %exit.summary(), "job ended");
         self.publish(id);
@@ -756,11 +705,11 @@ impl Engine {
     async fn check_running(&self) {
         let mut ended = Vec::new();
         let mut ckpts = Vec::new();
-        let Some(launcher) = self.jobs().launcher() else {
+        let Some(launcher) = self.launcher() else {
             return;
         };
         {
-            let mut st = self.jobs().st();
+            let mut st = self.st();
             for (id, r) in st.running.iter_mut() {
                 let marker = |r: &Running| {
                     launcher.take_checkpoint_request(&r.handle.record().checkpoint_dir)
@@ -782,7 +731,7 @@ impl Engine {
             if let Err(e) = self.take_checkpoint(id, label).await {
                 tracing::warn!(job = id, error = %e, "checkpoint failed");
                 let _ = db::set_state(
-                    self.db(),
+                    self.core.db(),
                     id,
                     JobState::Running,
                     &format!("running; last checkpoint failed: {e}"),
@@ -790,7 +739,7 @@ impl Engine {
             }
         }
         for (id, exit) in ended {
-            let r = self.jobs().st().running.remove(&id);
+            let r = self.st().running.remove(&id);
             // Dropping `r` releases the memory reservation exactly once.
             let snaps = r.map(|r| r.snapshots).unwrap_or_default();
             self.finish_job(id, &exit, snaps);
@@ -816,12 +765,11 @@ impl Engine {
     /// use the fallback from now on (until kilnd restarts) and say why in status.
     fn fall_back(&self, e: &PortError) -> Option<Arc<dyn JobLauncher>> {
         let fallback = self
-            .jobs()
             .fallback
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
-        self.jobs().set_launcher(fallback.clone());
+        self.set_launcher(fallback.clone());
         let detail = format!(
             "{}: {}. Jobs stop when kilnd stops; to run them as systemd units allow user kiln \
              org.freedesktop.systemd1.manage-units (docs/jobs.md, Under systemd) and restart kilnd",
@@ -829,45 +777,49 @@ impl Engine {
             e.message
         );
         tracing::warn!("{detail}");
-        self.set_component("jobs", crate::ComponentState::Degraded, detail);
+        self.core
+            .set_component("jobs", crate::ComponentState::Degraded, detail);
         Some(fallback)
     }
 
-    /// Start job handling: pick the launcher, re-adopt jobs left by a previous daemon,
-    /// requeue waiting ones and run the scheduler. Call once, inside the runtime.
-    pub async fn start_jobs(&self, shim: ShimCommand) {
-        let chosen = match &self.jobs().given {
-            Some(l) => crate::wiring::Launchers {
-                active: l.clone(),
-                fallback: None,
-                degraded: None,
-            },
-            None => crate::wiring::job_launchers(&self.config().jobs.launcher, shim).await,
-        };
+    /// The launcher given at construction (tests' fakes), if any.
+    pub(crate) fn given(&self) -> Option<Launchers> {
+        self.given.as_ref().map(|l| Launchers {
+            active: l.clone(),
+            fallback: None,
+            degraded: None,
+        })
+    }
+
+    /// Start job handling on `chosen`: re-adopt jobs left by a previous daemon, requeue
+    /// waiting ones and run the scheduler. Call once, inside the runtime.
+    pub async fn start_jobs(self: &Arc<Self>, chosen: Launchers) {
         match &chosen.degraded {
-            Some(why) => self.set_component("jobs", crate::ComponentState::Degraded, why.clone()),
-            None => self.set_component("jobs", crate::ComponentState::Ok, chosen.active.describe()),
+            Some(why) => {
+                self.core
+                    .set_component("jobs", crate::ComponentState::Degraded, why.clone())
+            }
+            None => {
+                self.core
+                    .set_component("jobs", crate::ComponentState::Ok, chosen.active.describe())
+            }
         }
-        self.jobs().set_launcher(chosen.active);
-        *self
-            .jobs()
-            .fallback
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = chosen.fallback;
+        self.set_launcher(chosen.active);
+        *self.fallback.lock().unwrap_or_else(|p| p.into_inner()) = chosen.fallback;
         self.skip_ids_the_datasets_hold();
         self.recover_jobs().await;
         let me = self.clone();
         tokio::spawn(async move {
-            let every = Duration::from_millis(me.config().jobs.poll_interval_ms);
+            let every = Duration::from_millis(me.core.config().jobs.poll_interval_ms);
             loop {
-                let ledger = me.budget().clone();
+                let ledger = me.core.budget().clone();
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
-                    _ = me.jobs().kick.notified() => {}
+                    _ = me.kick.notified() => {}
                     _ = ledger.changed() => {}
                 }
                 me.check_running().await;
-                if !me.jobs().st().queue.is_empty() {
+                if !me.st().queue.is_empty() {
                     me.admit_jobs().await;
                 }
             }
@@ -875,7 +827,7 @@ impl Engine {
     }
 
     async fn recover_jobs(&self) {
-        let rows = match db::unfinished(self.db()) {
+        let rows = match db::unfinished(self.core.db()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read jobs to recover");
@@ -886,14 +838,14 @@ impl Engine {
             let id = row.id;
             match row.state {
                 JobState::Queued => {
-                    let mut st = self.jobs().st();
+                    let mut st = self.st();
                     st.queue.push(id, row.spec.priority, row.spec.memory_bytes);
                     st.queued.insert(id, row.spec);
                     continue;
                 }
                 JobState::Starting if row.record.is_none() => {
                     // Died between launch and the running row: the shim may have started.
-                    let found = self.jobs().launcher().and_then(|l| {
+                    let found = self.launcher().and_then(|l| {
                         l.started_record(
                             id,
                             Path::new(&row.run_dir),
@@ -902,12 +854,12 @@ impl Engine {
                     });
                     match found {
                         Some((rec, s)) => {
-                            let _ = db::set_running(self.db(), id, &rec, &s, &now());
+                            let _ = db::set_running(self.core.db(), id, &rec, &s, &now());
                             self.readopt_one(id, &row.spec, rec).await;
                         }
                         None => {
                             let _ = db::set_finished(
-                                self.db(),
+                                self.core.db(),
                                 id,
                                 JobState::Failed,
                                 "kilnd stopped while starting this job and it never ran; submit it again",
@@ -922,7 +874,7 @@ impl Engine {
                     Some(rec) => self.readopt_one(id, &row.spec, rec).await,
                     None => {
                         let _ = db::set_finished(
-                            self.db(),
+                            self.core.db(),
                             id,
                             JobState::Failed,
                             "no supervisor record was stored; the job cannot be found",
@@ -936,11 +888,11 @@ impl Engine {
     }
 
     async fn readopt_one(&self, id: u64, spec: &JobSpec, rec: JobRecord) {
-        let snaps: Vec<String> = db::checkpoints(self.db(), id)
+        let snaps: Vec<String> = db::checkpoints(self.core.db(), id)
             .map(|v| v.into_iter().map(|c| c.snapshot).collect())
             .unwrap_or_default();
         let ckpt_dir = rec.checkpoint_dir.clone();
-        let Some(launcher) = self.jobs().launcher() else {
+        let Some(launcher) = self.launcher() else {
             return;
         };
         let l = launcher.clone();
@@ -948,6 +900,7 @@ impl Engine {
         match r {
             Ok(Adopted::Running(handle)) => {
                 let reservation = match self
+                    .core
                     .budget()
                     .reserve(&format!("job {id} ({})", spec.name), spec.memory_bytes)
                 {
@@ -963,7 +916,7 @@ impl Engine {
                     "re-adopted running job"
                 );
                 let cpus = kiln_hal::parse_cpu_list(&handle.started().cpus).unwrap_or_default();
-                self.jobs().st().running.insert(
+                self.st().running.insert(
                     id,
                     Running {
                         handle,
@@ -973,7 +926,7 @@ impl Engine {
                     },
                 );
                 let _ = db::set_state(
-                    self.db(),
+                    self.core.db(),
                     id,
                     JobState::Running,
                     "running (re-adopted after a daemon restart)",
@@ -993,7 +946,7 @@ impl Engine {
             }
             Ok(Adopted::Lost(why)) => {
                 let _ = db::set_finished(
-                    self.db(),
+                    self.core.db(),
                     id,
                     JobState::Failed,
                     &why,
@@ -1009,7 +962,7 @@ impl Engine {
 
     /// The job's output: what is there now and, with `follow`, new output until it ends.
     pub fn job_logs(
-        &self,
+        self: &Arc<Self>,
         id: u64,
         follow: bool,
     ) -> Result<mpsc::Receiver<Result<Vec<u8>, EngineError>>, EngineError> {
@@ -1062,6 +1015,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Engine;
 
     struct NoLive;
     impl crate::engine::LiveSettings for NoLive {
