@@ -294,8 +294,12 @@ fn pci_identity(name: &str, pci: &Pci, openvino_device: Option<String>) -> Ident
     }
 }
 
-/// `[0,1,2,5]` → `0-2,5`.
+/// `[0,1,2,5]` → `0-2,5` (any order, duplicates once): the inverse of [`parse_cpu_list`].
 pub fn format_cpu_list(ids: &[usize]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let ids = &sorted;
     let mut parts = Vec::new();
     let mut i = 0;
     while i < ids.len() {

@@ -306,6 +306,12 @@ mod tests {
         assert_eq!(parse_cpu_list(""), Some(vec![]));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("x"), None);
+        // Formatting is the inverse, in any order and with duplicates.
+        assert_eq!(
+            crate::format_cpu_list(&[3, 0, 1, 2, 8, 10, 11, 3]),
+            "0-3,8,10-11"
+        );
+        assert_eq!(crate::format_cpu_list(&[]), "");
     }
 
     #[test]

@@ -59,54 +59,12 @@ pub fn proc_start(pid: i32) -> Option<(u64, bool)> {
     Some((f.get(19)?.parse().ok()?, zombie))
 }
 
-/// Format CPU ids as a list like "0-3,8".
-pub fn format_cpus(ids: &[usize]) -> String {
-    let mut v = ids.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
-        }
-        out.push(if i == j {
-            v[i].to_string()
-        } else {
-            format!("{}-{}", v[i], v[j])
-        });
-        i = j + 1;
-    }
-    out.join(",")
-}
-
-/// Parse a CPU list like "0-3,8" (the inverse of [`format_cpus`]); bad parts are skipped.
-pub fn parse_cpus(s: &str) -> Vec<usize> {
-    let mut v = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
-                    v.extend(a..=b.min(a + 4096));
-                }
-            }
-            None => v.extend(part.parse::<usize>().ok()),
-        }
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cpu_list_and_own_start_time() {
-        assert_eq!(format_cpus(&[3, 0, 1, 2, 8, 10, 11]), "0-3,8,10-11");
-        assert_eq!(format_cpus(&[]), "");
-        assert_eq!(parse_cpus("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
-        assert!(parse_cpus("").is_empty());
+    fn own_start_time() {
         let (t, z) = proc_start(std::process::id() as i32).unwrap();
         assert!(t > 0 && !z);
         assert!(proc_start(i32::MAX).is_none());

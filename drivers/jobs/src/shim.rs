@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::cgroup::{self, JobCgroup};
 use crate::launch::{
-    EXIT_FILE, ExitRecord, LAUNCH_FILE, LaunchPlan, STARTED_FILE, StartedInfo, format_cpus,
-    now_unix, proc_start, read_json, write_json_atomic,
+    EXIT_FILE, ExitRecord, LAUNCH_FILE, LaunchPlan, STARTED_FILE, StartedInfo, now_unix,
+    proc_start, read_json, write_json_atomic,
 };
 
 /// Entry point: `args` is `[launch.json path]`. Returns the process exit code.
@@ -248,7 +248,7 @@ fn run(plan: &LaunchPlan) -> ExitRecord {
         shim_start_ticks: proc_start(me).map(|s| s.0).unwrap_or(0),
         pid,
         started_at: now_unix(),
-        cpus: format_cpus(&plan.cpus),
+        cpus: kiln_hal::format_cpu_list(&plan.cpus),
         memory_limit: memory_limit.clone(),
         cgroup: cg.as_ref().map(|c| c.dir.clone()),
         cgroup_note: cg_note.clone(),
