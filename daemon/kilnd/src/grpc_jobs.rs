@@ -48,7 +48,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         env: s.env.clone().into_iter().collect(),
         device: s.device.as_str().into(),
         memory_bytes: s.memory_bytes,
-        cpu_kind: s.cpus.kind.as_str().into(),
+        cpu_kind: kiln_engine::jobs::cpu_kind_name(s.cpus.kind).into(),
         cpu_count: s.cpus.count,
         priority: s.priority,
         max_runtime_s: s.max_runtime_s,

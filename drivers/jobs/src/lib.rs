@@ -23,7 +23,9 @@ pub use launcher::ForkLauncher;
 #[cfg(feature = "systemd")]
 pub use launcher::SystemdLauncher;
 pub use queue::{Admit, JobQueue, Queued};
-pub use spec::{CpuKind, CpuRequest, Device, JobSpec, Limits, Placement, gib, parse_memory};
+pub use spec::{
+    CpuKind, CpuRequest, Device, JobSpec, Limits, Placement, cpu_kind_name, gib, parse_memory,
+};
 pub use supervisor::{
     JobHandle, JobRecord, Readopt, ShimCommand, readopt, spawn, take_checkpoint_request,
 };

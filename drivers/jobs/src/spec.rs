@@ -41,24 +41,33 @@ impl Device {
     }
 }
 
-/// Which CPU set the job's threads may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum CpuKind {
-    Performance,
-    Efficiency,
-    LowPower,
-    #[default]
-    Any,
+/// The HAL's CPU kinds: a job asks for one, or for any CPU (`None`).
+pub use kiln_hal::CpuKind;
+
+/// `performance`, `efficiency`, `low-power`, or `any` for no kind.
+pub fn cpu_kind_name(kind: Option<CpuKind>) -> &'static str {
+    kind.map_or("any", CpuKind::as_str)
 }
 
-impl CpuKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CpuKind::Performance => "performance",
-            CpuKind::Efficiency => "efficiency",
-            CpuKind::LowPower => "low-power",
-            CpuKind::Any => "any",
+/// Serde of an optional kind as its name, `any` for none (the stored and wire form).
+mod any_kind {
+    use super::CpuKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &Option<CpuKind>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(super::cpu_kind_name(*k))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CpuKind>, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "any" => Ok(None),
+            "performance" => Ok(Some(CpuKind::Performance)),
+            "efficiency" => Ok(Some(CpuKind::Efficiency)),
+            "low-power" => Ok(Some(CpuKind::LowPower)),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown CPU kind {other:?}: use performance, efficiency, low-power or any"
+            ))),
         }
     }
 }
@@ -66,7 +75,9 @@ impl CpuKind {
 /// `kind` CPUs, `count` of them (0 = every CPU of that kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CpuRequest {
-    pub kind: CpuKind,
+    /// `None`: any CPU kilnd may use.
+    #[serde(with = "any_kind")]
+    pub kind: Option<CpuKind>,
     pub count: u32,
 }
 
@@ -83,10 +94,10 @@ impl CpuRequest {
             None => (s, None),
         };
         let kind = match k.to_ascii_lowercase().as_str() {
-            "p" | "performance" => CpuKind::Performance,
-            "e" | "efficiency" => CpuKind::Efficiency,
-            "lp" | "low-power" | "lowpower" => CpuKind::LowPower,
-            "any" | "" => CpuKind::Any,
+            "p" | "performance" => Some(CpuKind::Performance),
+            "e" | "efficiency" => Some(CpuKind::Efficiency),
+            "lp" | "low-power" | "lowpower" => Some(CpuKind::LowPower),
+            "any" | "" => None,
             _ => return Err(bad()),
         };
         let count = match n {
@@ -182,12 +193,12 @@ impl Limits {
         }
     }
 
-    pub fn cpus(&self, k: CpuKind) -> u32 {
+    pub fn cpus(&self, k: Option<CpuKind>) -> u32 {
         match k {
-            CpuKind::Performance => self.performance,
-            CpuKind::Efficiency => self.efficiency,
-            CpuKind::LowPower => self.low_power,
-            CpuKind::Any => self.online,
+            Some(CpuKind::Performance) => self.performance,
+            Some(CpuKind::Efficiency) => self.efficiency,
+            Some(CpuKind::LowPower) => self.low_power,
+            None => self.online,
         }
     }
 }
@@ -344,14 +355,14 @@ impl JobSpec {
         if have == 0 {
             return Err(JobError::invalid(format!(
                 "this machine has no {} CPUs: ask for another kind (kilnctl devices lists them)",
-                self.cpus.kind.as_str()
+                cpu_kind_name(self.cpus.kind)
             )));
         }
         if self.cpus.count > have {
             return Err(JobError::invalid(format!(
                 "asked for {} {} CPUs but this machine has {have}: ask for at most {have}",
                 self.cpus.count,
-                self.cpus.kind.as_str()
+                cpu_kind_name(self.cpus.kind)
             )));
         }
         if !(-100..=100).contains(&self.priority) {
@@ -379,6 +390,24 @@ mod tests {
         Limits::new(48 * G, 4, 8, 2, 14)
     }
 
+    #[test]
+    fn cpu_kinds_keep_their_stored_names() {
+        let any = CpuRequest::default();
+        assert_eq!(
+            serde_json::to_string(&any).unwrap(),
+            r#"{"kind":"any","count":0}"#
+        );
+        let lp: CpuRequest = serde_json::from_str(r#"{"kind":"low-power","count":2}"#).unwrap();
+        assert_eq!((lp.kind, lp.count), (Some(CpuKind::LowPower), 2));
+        let back: CpuRequest = serde_json::from_str(&serde_json::to_string(&lp).unwrap()).unwrap();
+        assert_eq!(back, lp);
+        let e = serde_json::from_str::<CpuRequest>(r#"{"kind":"turbo","count":1}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("turbo") && e.to_string().contains("low-power"),
+            "{e}"
+        );
+    }
+
     fn ok_spec() -> JobSpec {
         JobSpec {
             argv: vec!["/bin/true".into()],
@@ -398,11 +427,14 @@ mod tests {
         assert_eq!(
             CpuRequest::parse("p:4").unwrap(),
             CpuRequest {
-                kind: CpuKind::Performance,
+                kind: Some(CpuKind::Performance),
                 count: 4
             }
         );
-        assert_eq!(CpuRequest::parse("lp").unwrap().kind, CpuKind::LowPower);
+        assert_eq!(
+            CpuRequest::parse("lp").unwrap().kind,
+            Some(CpuKind::LowPower)
+        );
         assert!(CpuRequest::parse("x:1").is_err());
         assert!(CpuRequest::parse("p:-1").is_err());
         assert!(
@@ -440,7 +472,7 @@ mod tests {
             (
                 Box::new(|s| {
                     s.cpus = CpuRequest {
-                        kind: CpuKind::Performance,
+                        kind: Some(CpuKind::Performance),
                         count: 5,
                     }
                 }),
@@ -485,7 +517,7 @@ mod tests {
         let l = Limits::new(48 * G, 2, 0, 0, 2);
         let mut s = ok_spec();
         s.cpus = CpuRequest {
-            kind: CpuKind::Efficiency,
+            kind: Some(CpuKind::Efficiency),
             count: 1,
         };
         assert!(

@@ -15,7 +15,7 @@ mod hub_tests;
 pub use db::JobState;
 mod request;
 
-pub use kiln_jobs::{JobSpec, ShimCommand};
+pub use kiln_jobs::{JobSpec, ShimCommand, cpu_kind_name};
 pub use request::{CpusRequest, JobRequest};
 
 /// `kilnd job-shim LAUNCH`: the supervisor process of one job (the jobs driver's).
@@ -179,14 +179,14 @@ fn final_state(exit: &ExitRecord) -> JobState {
 
 impl JobsHub {
     /// CPU ids per requested kind, limited to CPUs this process can use.
-    fn job_cpu_set(&self, kind: CpuKind) -> Vec<usize> {
+    fn job_cpu_set(&self, kind: Option<CpuKind>) -> Vec<usize> {
         let sets = self.devices.cpu_sets();
         let usable = &self.core.threads().usable;
         let mut v = match kind {
-            CpuKind::Performance => sets.performance,
-            CpuKind::Efficiency => sets.efficiency,
-            CpuKind::LowPower => sets.low_power,
-            CpuKind::Any => {
+            Some(CpuKind::Performance) => sets.performance,
+            Some(CpuKind::Efficiency) => sets.efficiency,
+            Some(CpuKind::LowPower) => sets.low_power,
+            None => {
                 let mut all = sets.performance;
                 all.extend(sets.efficiency);
                 all.extend(sets.low_power);
@@ -202,10 +202,10 @@ impl JobsHub {
         let n = |k| self.job_cpu_set(k).len() as u32;
         Limits::new(
             self.core.budget().status().budget_bytes,
-            n(CpuKind::Performance),
-            n(CpuKind::Efficiency),
-            n(CpuKind::LowPower),
-            n(CpuKind::Any),
+            n(Some(CpuKind::Performance)),
+            n(Some(CpuKind::Efficiency)),
+            n(Some(CpuKind::LowPower)),
+            n(None),
         )
     }
 
@@ -420,7 +420,7 @@ impl JobsHub {
         let mut set = self.job_cpu_set(spec.cpus.kind);
         // `any` without a count still gets an explicit mask: every CPU kilnd may use, not
         // the background CPUs its supervising thread runs on.
-        let pinned = !(spec.cpus.kind == CpuKind::Any && spec.cpus.count == 0);
+        let pinned = !(spec.cpus.kind.is_none() && spec.cpus.count == 0);
         let cpus = if spec.cpus.count == 0 {
             set
         } else {

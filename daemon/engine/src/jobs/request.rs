@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln_jobs::{CpuKind, CpuRequest, Device, JobError, JobSpec, Placement};
+use kiln_jobs::{CpuRequest, Device, JobError, JobSpec, Placement};
 use serde::Deserialize;
 
 /// The CPUs a job asks for: `"p:4"` (kilnctl's form), or its parts.
@@ -68,19 +68,19 @@ impl JobRequest {
     pub fn into_spec(self, default_memory_bytes: u64) -> Result<JobSpec, JobError> {
         let cpus = match &self.cpus {
             None => CpuRequest {
-                kind: CpuKind::Any,
+                kind: None,
                 count: 0,
             },
             Some(CpusRequest::Text(t)) if t.trim().is_empty() => CpuRequest {
-                kind: CpuKind::Any,
+                kind: None,
                 count: 0,
             },
             Some(CpusRequest::Text(t)) => CpuRequest::parse(t.trim())?,
             Some(CpusRequest::Parts { kind, count }) => CpuRequest {
-                kind: match given(kind) {
-                    Some(k) => CpuRequest::parse(k)?.kind,
-                    None => CpuKind::Any,
-                },
+                kind: given(kind)
+                    .map(|k| CpuRequest::parse(k).map(|r| r.kind))
+                    .transpose()?
+                    .flatten(),
                 count: count.unwrap_or(0),
             },
         };
@@ -131,7 +131,7 @@ mod tests {
         );
         assert_eq!(
             (s.device, s.cpus.kind, s.placement),
-            (Device::Cpu, CpuKind::Any, Placement::Local)
+            (Device::Cpu, None, Placement::Local)
         );
     }
 
@@ -150,7 +150,10 @@ mod tests {
         .unwrap();
         let (a, b) = (text.into_spec(G).unwrap(), parts.into_spec(G).unwrap());
         assert_eq!(a, b);
-        assert_eq!((a.cpus.kind, a.cpus.count), (CpuKind::Performance, 4));
+        assert_eq!(
+            (a.cpus.kind, a.cpus.count),
+            (Some(kiln_jobs::CpuKind::Performance), 4)
+        );
         assert_eq!((a.name.as_str(), a.device), ("", Device::Cpu));
     }
 
