@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tree::{Fault, Problem};
 
@@ -59,13 +59,28 @@ impl Health {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
+    #[default]
     Cpu,
     Npu,
     Gpu,
     Ncs2,
+}
+
+impl DeviceKind {
+    /// `cpu`, `npu`, `gpu`, `ncs2` (as in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Npu => "npu",
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Ncs2 => "ncs2",
+        }
+    }
 }
 
 /// Who a device is.

@@ -24,7 +24,8 @@ pub use launcher::ForkLauncher;
 pub use launcher::SystemdLauncher;
 pub use queue::{Admit, JobQueue, Queued};
 pub use spec::{
-    CpuKind, CpuRequest, Device, JobSpec, Limits, Placement, cpu_kind_name, gib, parse_memory,
+    CpuKind, CpuRequest, Device, JobSpec, Limits, Placement, cpu_kind_name, gib, parse_device,
+    parse_memory,
 };
 pub use supervisor::{
     JobHandle, JobRecord, Readopt, ShimCommand, readopt, spawn, take_checkpoint_request,

@@ -10,34 +10,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
 
-/// Where the job's accelerator work runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    #[default]
-    Cpu,
-    Gpu,
-    Npu,
-}
+/// Where the job's accelerator work runs: a HAL device kind. NCS2 sticks serve models,
+/// not jobs ([`parse_device`] and [`JobSpec::validate`] refuse them).
+pub use kiln_hal::DeviceKind as Device;
 
-impl Device {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-            Device::Npu => "npu",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Device, JobError> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "gpu" => Ok(Device::Gpu),
-            "npu" => Ok(Device::Npu),
-            _ => Err(JobError::invalid(format!(
-                "unknown device {s:?}: use one of cpu, gpu, npu"
-            ))),
-        }
+/// `cpu`, `gpu` or `npu` (any case).
+pub fn parse_device(s: &str) -> Result<Device, JobError> {
+    match s.to_ascii_lowercase().as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "gpu" => Ok(Device::Gpu),
+        "npu" => Ok(Device::Npu),
+        _ => Err(JobError::invalid(format!(
+            "unknown device {s:?}: use one of cpu, gpu, npu"
+        ))),
     }
 }
 
@@ -258,6 +243,11 @@ impl JobSpec {
         if self.argv.iter().any(|a| a.contains('\0')) {
             return Err(JobError::invalid("an argument contains a NUL byte"));
         }
+        if self.device == Device::Ncs2 {
+            return Err(JobError::invalid(
+                "device ncs2: NCS2 sticks serve models, they do not run jobs; use cpu, gpu or npu",
+            ));
+        }
         if self.name.is_empty() {
             let base = std::path::Path::new(&self.argv[0])
                 .file_name()
@@ -391,6 +381,21 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_the_hal_s_kinds_without_ncs2() {
+        assert_eq!(parse_device("GPU").unwrap(), Device::Gpu);
+        assert!(parse_device("ncs2").is_err(), "not a job device by name");
+        let stored: JobSpec =
+            serde_json::from_str(r#"{"name":"x","argv":["/bin/true"],"workdir":null,"env":{},"device":"ncs2","memory_bytes":67108864,"cpus":{"kind":"any","count":0},"priority":0,"max_runtime_s":0,"placement":"local","training":false}"#)
+                .unwrap();
+        let e = stored.clone().validate(&limits()).unwrap_err();
+        assert!(
+            e.message.contains("ncs2") && e.message.contains("cpu, gpu or npu"),
+            "{e:?}"
+        );
+        assert_eq!(serde_json::to_value(Device::Npu).unwrap(), "npu");
+    }
+
+    #[test]
     fn cpu_kinds_keep_their_stored_names() {
         let any = CpuRequest::default();
         assert_eq!(
@@ -438,7 +443,7 @@ mod tests {
         assert!(CpuRequest::parse("x:1").is_err());
         assert!(CpuRequest::parse("p:-1").is_err());
         assert!(
-            Device::parse("tpu")
+            parse_device("tpu")
                 .unwrap_err()
                 .to_string()
                 .contains("cpu, gpu, npu")

@@ -90,7 +90,7 @@ impl JobRequest {
             workdir: self.workdir.filter(|p| !p.as_os_str().is_empty()),
             env: self.env,
             device: match given(&self.device) {
-                Some(d) => Device::parse(d)?,
+                Some(d) => kiln_jobs::parse_device(d)?,
                 None => Device::Cpu,
             },
             memory_bytes: self
