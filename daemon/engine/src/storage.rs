@@ -96,32 +96,55 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A non-root caller may only import what they could read themselves (kilnd reads the
-/// source with its own rights). Checks the top-level path's owner and mode bits.
+/// source with its own rights): every file readable, every directory readable and
+/// searchable by the caller's uid or gid, checked through the whole tree.
 fn check_caller_can_read(caller: &Caller, src: &Path) -> Result<(), EngineError> {
     use std::os::unix::fs::MetadataExt;
     let Some(uid) = caller.uid else { return Ok(()) };
     if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
         return Ok(());
     }
-    let md = std::fs::metadata(src).map_err(|e| {
+    let may = |md: &std::fs::Metadata, bits: u32| {
+        let mode = md.mode();
+        let (u, g, o) = ((bits << 6), (bits << 3), bits);
+        (md.uid() == uid && mode & u == u)
+            || (md.uid() != uid && caller.gid == Some(md.gid()) && mode & g == g)
+            || (md.uid() != uid && caller.gid != Some(md.gid()) && mode & o == o)
+    };
+    let denied = |p: &Path, what: &str| {
+        EngineError::denied(format!(
+            "uid {uid} cannot {what} {}; kilnd imports only what the caller may read: \
+             make it readable for you (chmod/chown) or import as root",
+            p.display()
+        ))
+    };
+    let top = std::fs::metadata(src).map_err(|e| {
         EngineError::invalid(format!(
             "import source {}: {e}; give an existing file or directory",
             src.display()
         ))
     })?;
-    let mode = md.mode();
-    let readable = (md.uid() == uid && mode & 0o400 != 0)
-        || (caller.gid == Some(md.gid()) && mode & 0o040 != 0)
-        || mode & 0o004 != 0;
-    if readable {
-        Ok(())
-    } else {
-        Err(EngineError::denied(format!(
-            "uid {uid} cannot read {}; kilnd imports only what the caller may read: \
-             make it readable for you (chmod/chown) or import as root",
-            src.display()
-        )))
+    let mut stack = vec![(src.to_path_buf(), top)];
+    while let Some((p, md)) = stack.pop() {
+        if md.is_dir() {
+            if !may(&md, 0o5) {
+                return Err(denied(&p, "list"));
+            }
+            let entries = std::fs::read_dir(&p)
+                .map_err(|e| EngineError::invalid(format!("import source {}: {e}", p.display())))?;
+            for e in entries.flatten() {
+                let child = e.path();
+                if let Ok(cmd) = std::fs::symlink_metadata(&child)
+                    && !cmd.file_type().is_symlink()
+                {
+                    stack.push((child, cmd));
+                }
+            }
+        } else if !may(&md, 0o4) {
+            return Err(denied(&p, "read"));
+        }
     }
+    Ok(())
 }
 
 /// How often import progress reaches the caller and the event bus; the last figure always

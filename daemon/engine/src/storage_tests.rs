@@ -157,3 +157,87 @@ async fn storage_that_cannot_open_leaves_kilnd_running_and_says_why() {
     let err = e.snapshot(&root(), "logs", "a", false).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
 }
+
+#[tokio::test]
+async fn an_import_never_follows_a_link_out_of_its_tree() {
+    let t = on_storage_repo();
+    let e = &t.engine;
+    let src = t.dir.path().join("src");
+    write_model(&src, "m", 1, &[("x", Dtype::F32, &[1, 2])], 10);
+    let v1 = src.join("m/1");
+    std::os::unix::fs::symlink("/etc/shadow", v1.join("shadow")).unwrap();
+    let err = e
+        .import_model(&root(), &v1, "m", false, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err:?}");
+    assert!(
+        err.message.contains("shadow") && err.message.contains("leads out of the tree"),
+        "{}",
+        err.message
+    );
+    assert!(e.list_snapshots(Some("models")).await.unwrap().is_empty());
+    // A link that stays inside is imported as a link.
+    std::fs::remove_file(v1.join("shadow")).unwrap();
+    std::os::unix::fs::symlink("fake-model.txt", v1.join("alias.txt")).unwrap();
+    let ok = e
+        .import_model(&root(), &v1, "m", false, |_, _| {})
+        .await
+        .unwrap();
+    let alias = ok.import.path.join("alias.txt");
+    assert_eq!(
+        std::fs::read_link(&alias).unwrap(),
+        std::path::Path::new("fake-model.txt")
+    );
+}
+
+#[tokio::test]
+async fn a_member_imports_only_what_they_could_read_anywhere_in_the_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = on_storage_repo();
+    let e = &t.engine;
+    // A member of the managing group (gid 0) who is not root.
+    let member = Caller {
+        transport: crate::auth::Transport::Grpc,
+        uid: Some(60001),
+        gid: Some(0),
+        pid: Some(1),
+        bus_name: None,
+    };
+    let src = t.dir.path().join("src");
+    write_model(&src, "m", 1, &[("x", Dtype::F32, &[1, 2])], 10);
+    let v1 = src.join("m/1");
+    std::fs::create_dir_all(v1.join("deep")).unwrap();
+    let secret = v1.join("deep/secret.bin");
+    std::fs::write(&secret, b"root only").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [
+        t.dir.path().to_path_buf(),
+        src.clone(),
+        src.join("m"),
+        v1.clone(),
+        v1.join("deep"),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        v1.join("fake-model.txt"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = e
+        .import_model(&member, &v1, "m", false, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err:?}");
+    assert!(err.message.contains("deep/secret.bin"), "{}", err.message);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let ok = e
+        .import_model(&member, &v1, "m", false, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.import.version, 1,
+        "group-readable is readable for a gid-0 member"
+    );
+}

@@ -62,6 +62,65 @@ pub fn prune(s: &dyn Storage, ds: Dataset, now: i64) -> Result<PruneReport> {
     Ok(report)
 }
 
+/// Refuses a tree holding a symlink that leads out of it (absolute, or climbing above
+/// `root` with `..`): a link inside an import would otherwise hand later readers whatever
+/// it points at. Links that stay inside are kept.
+pub fn check_links_stay_inside(root: &Path) -> Result<()> {
+    fn walk(root: &Path, dir: &Path) -> Result<()> {
+        let md = fs::symlink_metadata(dir).map_err(|e| StorageError::io("stat", dir, e))?;
+        if !md.is_dir() {
+            return Ok(());
+        }
+        let entries = fs::read_dir(dir).map_err(|e| StorageError::io("read directory", dir, e))?;
+        for e in entries {
+            let p = e
+                .map_err(|e| StorageError::io("read directory", dir, e))?
+                .path();
+            let md = fs::symlink_metadata(&p).map_err(|e| StorageError::io("stat", &p, e))?;
+            if md.file_type().is_symlink() {
+                let target = fs::read_link(&p).map_err(|e| StorageError::io("read link", &p, e))?;
+                let inside = lexically_inside(root, p.parent().unwrap_or(root), &target);
+                if !inside {
+                    return Err(StorageError::LinkOutside { path: p, target });
+                }
+            } else if md.is_dir() {
+                walk(root, &p)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, root)
+}
+
+/// Whether `target`, relative to `from` (a directory at or below `root`), names a path at or
+/// below `root` without leaving it on the way.
+fn lexically_inside(root: &Path, from: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    if target.is_absolute() {
+        return false;
+    }
+    let Ok(rel) = from.strip_prefix(root) else {
+        return false;
+    };
+    let mut depth: Vec<std::ffi::OsString> = rel
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    for c in target.components() {
+        match c {
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::Normal(n) => depth.push(n.to_os_string()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
 /// Versions of model `name` in the live tree.
 pub fn model_versions(s: &dyn Storage, name: &str) -> Result<Vec<u32>> {
     validate_model_name(name)?;
@@ -86,6 +145,7 @@ pub fn import_model(
         .unwrap_or_else(|| "model".into());
     let src =
         &fs::canonicalize(src).map_err(|e| StorageError::io("resolve import source", src, e))?;
+    check_links_stay_inside(src)?;
     let _g = s.op_lock();
     let model_dir = s.dataset_path(Dataset::Models).join(name);
     // Copying a tree into itself never ends.
@@ -322,5 +382,50 @@ impl StoragePolicy for dyn Storage + '_ {
 
     fn scrub_if_due(&self, now: i64) -> Result<bool> {
         scrub_if_due(self, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_that_leave_the_tree_are_refused_and_inner_ones_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("m");
+        fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        fs::write(root.join("a.bin"), b"a").unwrap();
+        symlink("../a.bin", root.join("sub/to-a")).unwrap();
+        symlink("../../sub", root.join("sub/deeper/up")).unwrap();
+        check_links_stay_inside(&root).unwrap();
+
+        for (name, target) in [
+            ("shadow", "/etc/shadow"),
+            ("climb", "../../outside"),
+            ("sneaky", "deeper/../../../outside"),
+        ] {
+            let link = root.join("sub").join(name);
+            symlink(target, &link).unwrap();
+            match check_links_stay_inside(&root).unwrap_err() {
+                StorageError::LinkOutside { path, target: t } => {
+                    assert_eq!(
+                        (path, t.to_string_lossy().into_owned()),
+                        (link.clone(), target.to_string())
+                    );
+                }
+                e => panic!("{e}"),
+            }
+            fs::remove_file(&link).unwrap();
+        }
+        let msg = StorageError::LinkOutside {
+            path: "/x/l".into(),
+            target: "/etc/shadow".into(),
+        }
+        .to_string();
+        assert!(
+            msg.contains("/etc/shadow") && msg.contains("replace it"),
+            "{msg}"
+        );
     }
 }

@@ -119,6 +119,12 @@ pub enum StorageError {
     },
 
     #[error(
+        "import source {path}: symlink to {target} leads out of the tree; kiln imports only \
+         links that stay inside what is imported: replace it with the file itself"
+    )]
+    LinkOutside { path: PathBuf, target: PathBuf },
+
+    #[error(
         "snapshot `{dataset}@{name}` does not exist; list them with `kilnctl storage snapshots`"
     )]
     SnapshotNotFound { dataset: String, name: String },
@@ -185,7 +191,9 @@ impl StorageError {
     pub fn code(&self) -> ErrorCode {
         use StorageError as E;
         match self {
-            E::Config { .. } | E::InvalidName { .. } => ErrorCode::InvalidArgument,
+            E::Config { .. } | E::InvalidName { .. } | E::LinkOutside { .. } => {
+                ErrorCode::InvalidArgument
+            }
             E::DatasetMissing { .. }
             | E::SnapshotNotFound { .. }
             | E::HoldNotFound { .. }
