@@ -367,6 +367,9 @@ impl StorageHub {
                 hub: Arc::downgrade(self),
             }));
         let Ok(storage) = self.port() else { return };
+        if let Err(e) = kiln_storage::policy::recover(&*storage) {
+            tracing::warn!(error = %e, "cannot clear what an interrupted import left");
+        }
         if storage.config().scrub.interval_days == 0
             || storage.kind() != kiln_hal::ports::storage::BackendKind::Zfs
         {

@@ -123,8 +123,8 @@ impl DirBackend {
         }
     }
 
-    /// Replace directory `live` by a fresh copy of `src`, keeping the old tree until the
-    /// new one is in place.
+    /// Replace directory `live` by a fresh copy of `src` in one exchange (a crash leaves
+    /// the old tree or the new one in place).
     fn replace_tree(&self, src: &Path, live: &Path) -> Result<()> {
         let staging = self.base.join(format!(".rollback-{}", unique_suffix()));
         // Snapshot copies are read-only; the restored live tree must be writable again.
@@ -134,17 +134,9 @@ impl DirBackend {
             let _ = fsutil::remove_tree(&staging);
             return Err(e);
         }
-        let old = self.base.join(format!(".old-{}", unique_suffix()));
-        fs::rename(live, &old).map_err(|e| {
+        fsutil::swap_in(&staging, live).inspect_err(|_| {
             let _ = fsutil::remove_tree(&staging);
-            StorageError::io("rename", live, e)
-        })?;
-        if let Err(e) = fs::rename(&staging, live) {
-            let _ = fs::rename(&old, live);
-            let _ = fsutil::remove_tree(&staging);
-            return Err(StorageError::io("rename", live, e));
-        }
-        fsutil::remove_tree(&old)
+        })
     }
 }
 
@@ -191,6 +183,25 @@ impl Storage for DirBackend {
                         report.created.push(p.display().to_string());
                     }
                 }
+            }
+        }
+        for what in fsutil::recover_swaps(&self.base)? {
+            report
+                .corrections
+                .push(format!("{what}: a rollback was interrupted"));
+        }
+        for p in fsutil::remove_leftovers(&self.base, &[".rollback-"])? {
+            report.corrections.push(format!(
+                "removed {} left by an interrupted rollback",
+                p.display()
+            ));
+        }
+        for ds in Dataset::ALL {
+            for p in fsutil::remove_leftovers(&self.snap_root(ds), &[".tmp-"])? {
+                report.corrections.push(format!(
+                    "removed {} left by an interrupted snapshot",
+                    p.display()
+                ));
             }
         }
         report.fallbacks.push(
@@ -308,24 +319,27 @@ impl Storage for DirBackend {
             let _ = fsutil::remove_tree(&tmp);
             return Err(e);
         }
-        self.write_meta(
-            ds,
-            name,
-            &Meta {
-                created,
-                keep,
-                holds: Vec::new(),
-                seq,
-            },
-        )?;
+        // The data first, then the metadata that makes it kiln's: a crash in between leaves
+        // a snapshot kiln treats as foreign (kept, never destroyed), not metadata of nothing.
         if let Err(e) = fs::rename(&tmp, &dst) {
             let _ = fsutil::remove_tree(&tmp);
-            let _ = fs::remove_file(self.meta_path(ds, name));
             return Err(if dst.exists() {
                 exists()
             } else {
                 StorageError::io("rename", &dst, e)
             });
+        }
+        fsutil::sync_dir(&self.snap_root(ds))?;
+        let meta = Meta {
+            created,
+            keep,
+            holds: Vec::new(),
+            seq,
+        };
+        if let Err(e) = self.write_meta(ds, name, &meta) {
+            let _ = fsutil::make_writable(&dst);
+            let _ = fsutil::remove_tree(&dst);
+            return Err(e);
         }
         tracing::info!(dataset = %ds, snapshot = name, keep, "snapshot (dir copy)");
         self.info(ds, name)

@@ -289,6 +289,126 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Put the tree at `staging` in place of `live` so that a crash at any moment leaves
+/// `live` whole or recoverable, never lost. With `live` present the two are exchanged in
+/// one step (`renameat2(RENAME_EXCHANGE)`) and the old tree, now at `staging`, is removed.
+/// Where the filesystem cannot exchange (FUSE, e.g. zfs-fuse), `live` is first renamed to
+/// `.kiln-old-<name>` beside it, then `staging` to `live`; [`recover_swaps`] finishes or
+/// undoes that at start. Both must be on one filesystem.
+pub fn swap_in(staging: &Path, live: &Path) -> Result<()> {
+    let dir = live.parent().unwrap_or(Path::new("."));
+    if fs::symlink_metadata(live).is_err() {
+        fs::rename(staging, live).map_err(|e| StorageError::io("rename", live, e))?;
+        return sync_dir(dir);
+    }
+    match exchange(staging, live) {
+        Ok(()) => {
+            sync_dir(dir)?;
+            remove_tree(staging)
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            let name = live.file_name().unwrap_or_default().to_string_lossy();
+            let old = dir.join(format!("{OLD_PREFIX}{name}"));
+            if fs::symlink_metadata(&old).is_ok() {
+                remove_tree(&old)?;
+            }
+            fs::rename(live, &old).map_err(|e| StorageError::io("rename", live, e))?;
+            sync_dir(dir)?;
+            if let Err(e) = fs::rename(staging, live) {
+                let _ = fs::rename(&old, live);
+                return Err(StorageError::io("rename", live, e));
+            }
+            sync_dir(dir)?;
+            remove_tree(&old)
+        }
+        Err(e) => Err(StorageError::io("exchange", live, e)),
+    }
+}
+
+/// Where [`swap_in`] keeps the old tree while it cannot exchange: `.kiln-old-<name>`.
+const OLD_PREFIX: &str = ".kiln-old-";
+
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Finish or undo swaps a crash interrupted in `dir`: an old tree whose live one is in
+/// place is removed; one whose live one is missing goes back. Returns what it did.
+pub fn recover_swaps(dir: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(done);
+    };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(name) = file
+            .to_string_lossy()
+            .strip_prefix(OLD_PREFIX)
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let (old, live) = (e.path(), dir.join(&name));
+        if fs::symlink_metadata(&live).is_ok() {
+            remove_tree(&old)?;
+            done.push(format!("removed {} (its swap had finished)", old.display()));
+        } else {
+            fs::rename(&old, &live).map_err(|e| StorageError::io("rename", &old, e))?;
+            sync_dir(dir)?;
+            done.push(format!(
+                "restored {} from {}",
+                live.display(),
+                old.display()
+            ));
+        }
+    }
+    Ok(done)
+}
+
+/// Remove what an interrupted [`swap_in`] or copy left in `dir`: entries whose names start
+/// with one of `prefixes` (`.rollback-`, ...). Returns what was removed.
+pub fn remove_leftovers(dir: &Path, prefixes: &[&str]) -> Result<Vec<std::path::PathBuf>> {
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(removed);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if prefixes.iter().any(|p| name.starts_with(p)) {
+            let p = e.path();
+            remove_tree(&p)?;
+            removed.push(p);
+        }
+    }
+    Ok(removed)
+}
+
 /// Make a rename in `dir` durable (fsync of the directory). Filesystems that cannot sync a
 /// directory (some FUSE ones answer EINVAL or ENOSYS) are left as they are.
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -313,6 +433,28 @@ pub fn available_bytes(p: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swap_in_exchanges_and_interrupted_swaps_are_finished_or_undone() {
+        let t = tempfile::tempdir().unwrap();
+        let (live, staging) = (t.path().join("ds"), t.path().join(".rollback-1"));
+        fs::create_dir_all(&live).unwrap();
+        fs::write(live.join("f"), b"old").unwrap();
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join("f"), b"new").unwrap();
+        swap_in(&staging, &live).unwrap();
+        assert_eq!(fs::read(live.join("f")).unwrap(), b"new");
+        assert!(!staging.exists(), "the old tree is gone");
+        // A crash after `live` moved aside: it comes back.
+        fs::rename(&live, t.path().join(".kiln-old-ds")).unwrap();
+        let done = recover_swaps(t.path()).unwrap();
+        assert_eq!(fs::read(live.join("f")).unwrap(), b"new", "{done:?}");
+        // A crash after the new tree was in place: the old one is removed.
+        fs::create_dir_all(t.path().join(".kiln-old-ds")).unwrap();
+        recover_swaps(t.path()).unwrap();
+        assert!(!t.path().join(".kiln-old-ds").exists());
+        assert_eq!(fs::read(live.join("f")).unwrap(), b"new");
+    }
 
     #[test]
     fn copies_tree_with_progress_and_links_unchanged_files() {

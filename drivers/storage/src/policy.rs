@@ -121,6 +121,26 @@ fn lexically_inside(root: &Path, from: &Path, target: &Path) -> bool {
     true
 }
 
+/// Clear what an interrupted import or model rollback left in the models dataset (staging
+/// trees nobody uses; the live trees are whole, see [`fsutil::swap_in`]). Returns what was
+/// removed. Call at start.
+pub fn recover(s: &dyn Storage) -> Result<Vec<std::path::PathBuf>> {
+    let models = s.dataset_path(Dataset::Models);
+    for what in fsutil::recover_swaps(&models)? {
+        tracing::warn!("{what}: a model rollback was interrupted");
+    }
+    let mut removed = fsutil::remove_leftovers(&models, &[".kiln-restore-"])?;
+    for e in fs::read_dir(&models).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            removed.extend(fsutil::remove_leftovers(&e.path(), &[".importing-"])?);
+        }
+    }
+    for p in &removed {
+        tracing::warn!(path = %p.display(), "removed what an interrupted import or rollback left");
+    }
+    Ok(removed)
+}
+
 /// Versions of model `name` in the live tree.
 pub fn model_versions(s: &dyn Storage, name: &str) -> Result<Vec<u32>> {
     validate_model_name(name)?;
@@ -272,20 +292,9 @@ pub fn rollback_model(s: &dyn Storage, name: &str, version: u32) -> Result<Model
     .inspect_err(|_| {
         let _ = fsutil::remove_tree(&staging);
     })?;
-    let old = models.join(format!(".kiln-old-{}", unique_suffix()));
-    if live.exists() {
-        fs::rename(&live, &old).map_err(|e| {
-            let _ = fsutil::remove_tree(&staging);
-            StorageError::io("rename", &live, e)
-        })?;
-    }
-    if let Err(e) = fs::rename(&staging, &live) {
-        // Put the previous tree back; nothing is lost.
-        let _ = fs::rename(&old, &live);
+    fsutil::swap_in(&staging, &live).inspect_err(|_| {
         let _ = fsutil::remove_tree(&staging);
-        return Err(StorageError::io("rename", &live, e));
-    }
-    fsutil::remove_tree(&old)?;
+    })?;
     let versions = version_dirs(&live)?;
     let removed_versions = before
         .into_iter()
