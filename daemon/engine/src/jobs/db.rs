@@ -283,6 +283,18 @@ pub fn add_checkpoint(
     .map_err(db_err)
 }
 
+/// Forget a checkpoint whose snapshot could not be taken.
+pub fn remove_checkpoint(db: &StateDb, id: u64, seq: u32) -> Result<(), EngineError> {
+    db.with(|c| {
+        c.execute(
+            "DELETE FROM job_checkpoints WHERE job_id = ?1 AND seq = ?2",
+            params![id as i64, seq],
+        )
+    })
+    .map(|_| ())
+    .map_err(db_err)
+}
+
 pub fn checkpoints(db: &StateDb, id: u64) -> Result<Vec<CheckpointRow>, EngineError> {
     db.with(|c| {
         let mut s = c.prepare(

@@ -268,3 +268,51 @@ fn jobs_a_previous_daemon_left_are_adopted_and_supervised() {
     });
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_a_held_snapshot_and_a_failed_one_leaves_no_row() {
+    let t = started(CONFIG).await;
+    let j = t
+        .engine
+        .submit_job(&Caller::internal(), argv_only())
+        .await
+        .unwrap();
+    let snap = t
+        .engine
+        .checkpoint_job(&Caller::internal(), j.id, "epoch-1")
+        .await
+        .unwrap();
+    assert_eq!(snap, format!("job-{}-ckpt-1", j.id));
+    let storage = t.engine.storage().unwrap();
+    let s = storage
+        .list_snapshots(Some(Dataset::Checkpoints))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == snap)
+        .unwrap();
+    assert!(s.held, "held while the job runs: {s:?}");
+    assert_eq!(t.engine.get_job(j.id).unwrap().checkpoints.len(), 1);
+
+    // The checkpoints dataset is gone: the snapshot fails and no row stays behind.
+    let ds = storage.dataset_path(Dataset::Checkpoints);
+    std::fs::rename(&ds, ds.with_extension("away")).unwrap();
+    let err = t
+        .engine
+        .checkpoint_job(&Caller::internal(), j.id, "epoch-2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Internal, "{err:?}");
+    std::fs::rename(ds.with_extension("away"), &ds).unwrap();
+    let rows = t.engine.get_job(j.id).unwrap().checkpoints;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    // The job ends: its hold is released.
+    t.launcher.finish(j.id, 0);
+    until(&t, j.id, JobState::Succeeded).await;
+    let s = storage
+        .list_snapshots(Some(Dataset::Checkpoints))
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == snap)
+        .unwrap();
+    assert!(!s.held, "released when the job ended: {s:?}");
+}

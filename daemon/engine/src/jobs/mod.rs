@@ -655,17 +655,23 @@ impl JobsHub {
         let seq = db::checkpoints(self.core.db(), id)?.len() as u32 + 1;
         let snap = format!("job-{id}-ckpt-{seq}");
         let tag = format!("kiln-job-{id}");
+        // The row first: a crash after the hold then still finds the hold to release when
+        // the job ends (a row whose snapshot never came only logs a missing hold).
+        db::add_checkpoint(self.core.db(), id, seq, &snap, &label, &now())?;
         let s = snap.clone();
-        tokio::task::spawn_blocking(
+        let taken = tokio::task::spawn_blocking(
             move || -> Result<(), kiln_hal::ports::storage::StorageError> {
                 storage.snapshot(Dataset::Checkpoints, &s, false)?;
                 storage.hold(Dataset::Checkpoints, &s, &tag)
             },
         )
         .await
-        .map_err(|e| EngineError::internal(e.to_string()))?
-        .map_err(|e| EngineError::internal(format!("checkpoint of job {id}: {e}")))?;
-        db::add_checkpoint(self.core.db(), id, seq, &snap, &label, &now())?;
+        .map_err(|e| EngineError::internal(e.to_string()))
+        .and_then(|r| r.map_err(|e| EngineError::internal(format!("checkpoint of job {id}: {e}"))));
+        if let Err(e) = taken {
+            let _ = db::remove_checkpoint(self.core.db(), id, seq);
+            return Err(e);
+        }
         if let Some(r) = self.st().running.get_mut(&id) {
             r.snapshots.push(snap.clone());
         }
