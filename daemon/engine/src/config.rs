@@ -583,12 +583,21 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
             files.push(d);
         }
     }
+    // The directory backend keeps its data under the state directory unless told otherwise,
+    // so two daemons with their own state never share one data tree.
+    let root_given = merged
+        .get("storage")
+        .and_then(|t| t.get("root"))
+        .is_some();
     let mut config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError {
         file: sources.main.exists().then(|| sources.main.clone()),
         problems: vec![e.message().to_string()],
     })?;
     resolve_relative(&mut config, &base);
     sources.overrides.apply(&mut config);
+    if !root_given {
+        config.storage.root = config.daemon.state_dir.clone();
+    }
     config.validate().map_err(|problems| ConfigError {
         file: None,
         problems,
@@ -724,6 +733,22 @@ impl VectorsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_root_follows_the_state_dir_unless_set() {
+        let t = tempfile::tempdir().unwrap();
+        let main = t.path().join("kiln.toml");
+        std::fs::write(&main, "[daemon]\nlog_level = \"info\"\n").unwrap();
+        let over = Overrides {
+            state_dir: Some(t.path().join("state-a")),
+            ..Overrides::default()
+        };
+        let c = load(&ConfigSources::new(Some(main.clone()), over.clone())).unwrap().config;
+        assert_eq!(c.storage.root, t.path().join("state-a"));
+        std::fs::write(&main, "[storage]\nroot = \"/srv/kiln-data\"\n").unwrap();
+        let c = load(&ConfigSources::new(Some(main), over)).unwrap().config;
+        assert_eq!(c.storage.root, std::path::PathBuf::from("/srv/kiln-data"));
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
