@@ -523,3 +523,57 @@ fn a_header_flood_closes_that_connection_and_others_are_served() {
     let grown = rss_kib().saturating_sub(before);
     assert!(grown < 10 * 1024, "kilnd grew by {grown} KiB");
 }
+
+#[test]
+fn connections_past_the_per_uid_limit_are_refused_with_the_key() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("kiln.toml");
+    std::fs::write(
+        &conf,
+        test_config(t.path(), "[daemon]\nmax_connections_per_uid = 2\n"),
+    )
+    .unwrap();
+    let k = Kilnd::start(Start {
+        config: Some(conf),
+        ..Default::default()
+    });
+    // Two idle connections hold this uid's allowance.
+    let held: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&k.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = k.kilnctl(&["status"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("daemon.max_connections_per_uid") && err.contains("(2)"),
+        "{err}"
+    );
+    // Past twice the limit a connection is closed at once.
+    let more: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&k.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = std::os::unix::net::UnixStream::connect(&k.socket).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    use std::io::Read;
+    assert_eq!(
+        extra.read(&mut buf).unwrap_or(0),
+        0,
+        "closed without a word"
+    );
+    drop((held, more, extra));
+    // Closed connections give their slots back; the uid is served again.
+    let mut served = false;
+    for _ in 0..50 {
+        if k.kilnctl(&["status"]).status.success() {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "{}", k.stderr());
+}

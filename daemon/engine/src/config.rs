@@ -132,6 +132,12 @@ pub struct DaemonConfig {
     /// HTTP/2 streams (calls) one gRPC connection may have open at once; a client queues or
     /// is refused beyond it, so one connection cannot hold unbounded server state.
     pub max_concurrent_streams: u32,
+    /// gRPC connections one uid may hold open at once. Calls on connections beyond it are
+    /// refused with RESOURCE_EXHAUSTED; beyond twice it, connections are closed at once.
+    pub max_connections_per_uid: u32,
+    /// Longest a gRPC call may take to answer (a client's shorter `grpc-timeout` wins);
+    /// streams are bounded by their own messages, not by this.
+    pub request_timeout_ms: u64,
     /// Audit rows and finished jobs older than this many days are deleted (at start and
     /// daily); 0 keeps them forever.
     pub history_days: u32,
@@ -147,6 +153,8 @@ impl Default for DaemonConfig {
             drain_timeout_ms: 5000,
             max_message_bytes: 64 * 1024 * 1024,
             max_concurrent_streams: 128,
+            max_connections_per_uid: 64,
+            request_timeout_ms: 600_000,
             history_days: 90,
         }
     }
@@ -263,6 +271,18 @@ impl Config {
             errs.push(format!(
                 "key `daemon.max_concurrent_streams`: bad value {}; expected 1 to 65536",
                 self.daemon.max_concurrent_streams
+            ));
+        }
+        if !(1..=65_536).contains(&self.daemon.max_connections_per_uid) {
+            errs.push(format!(
+                "key `daemon.max_connections_per_uid`: bad value {}; expected 1 to 65536",
+                self.daemon.max_connections_per_uid
+            ));
+        }
+        if !(1000..=86_400_000).contains(&self.daemon.request_timeout_ms) {
+            errs.push(format!(
+                "key `daemon.request_timeout_ms`: bad value {}; expected 1000 (1 s) to 86400000 (a day)",
+                self.daemon.request_timeout_ms
             ));
         }
         if self.daemon.drain_timeout_ms > 600_000 {
@@ -585,10 +605,7 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
     }
     // The directory backend keeps its data under the state directory unless told otherwise,
     // so two daemons with their own state never share one data tree.
-    let root_given = merged
-        .get("storage")
-        .and_then(|t| t.get("root"))
-        .is_some();
+    let root_given = merged.get("storage").and_then(|t| t.get("root")).is_some();
     let mut config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError {
         file: sources.main.exists().then(|| sources.main.clone()),
         problems: vec![e.message().to_string()],
@@ -735,6 +752,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connection_and_deadline_bounds_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.daemon.max_connections_per_uid, 64);
+        c.daemon.max_connections_per_uid = 0;
+        c.daemon.request_timeout_ms = 10;
+        let errs = c.validate().unwrap_err().join("\n");
+        assert!(errs.contains("daemon.max_connections_per_uid"), "{errs}");
+        assert!(
+            errs.contains("daemon.request_timeout_ms") && errs.contains("1000"),
+            "{errs}"
+        );
+    }
+
+    #[test]
     fn the_data_root_follows_the_state_dir_unless_set() {
         let t = tempfile::tempdir().unwrap();
         let main = t.path().join("kiln.toml");
@@ -743,7 +774,9 @@ mod tests {
             state_dir: Some(t.path().join("state-a")),
             ..Overrides::default()
         };
-        let c = load(&ConfigSources::new(Some(main.clone()), over.clone())).unwrap().config;
+        let c = load(&ConfigSources::new(Some(main.clone()), over.clone()))
+            .unwrap()
+            .config;
         assert_eq!(c.storage.root, t.path().join("state-a"));
         std::fs::write(&main, "[storage]\nroot = \"/srv/kiln-data\"\n").unwrap();
         let c = load(&ConfigSources::new(Some(main), over)).unwrap().config;

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio_stream::StreamExt;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -43,8 +42,8 @@ pub fn status_of(e: EngineError) -> Status {
 pub fn caller_of<T>(req: &Request<T>) -> Caller {
     let cred = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred);
+        .get::<crate::conn_limit::ConnInfo>()
+        .and_then(|i| i.uds.peer_cred);
     Caller {
         transport: Transport::Grpc,
         uid: cred.map(|c| c.uid()),
@@ -251,6 +250,7 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 impl<S, B, RB> tower::Service<http::Request<B>> for CallService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send + 'static,
+    RB: Default + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -268,6 +268,21 @@ where
         let span = tracing::debug_span!("rpc", request_id = id, method = %method);
         let engine = self.engine.clone();
         let start = Instant::now();
+        let over = req
+            .extensions()
+            .get::<crate::conn_limit::ConnInfo>()
+            .and_then(|c| c.over);
+        if let Some((uid, open, limit)) = over {
+            let status = crate::conn_limit::refusal(uid, open, limit);
+            engine.metrics().observe_call(
+                "grpc",
+                &method,
+                &(status.code() as i32).to_string(),
+                start.elapsed(),
+            );
+            let (parts, _) = status.into_http::<()>().into_parts();
+            return Box::pin(async move { Ok(http::Response::from_parts(parts, RB::default())) });
+        }
         let fut = self.inner.call(req);
         Box::pin(
             async move {
@@ -325,11 +340,21 @@ pub async fn serve(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     // Python/grpc-core clients send the socket path as :authority; normalise it (see kiln-h2-authority).
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-        .map(|conn| conn.map(kiln_h2_authority::AuthorityFix::new));
+    // Each connection counts against its uid (`daemon.max_connections_per_uid`).
+    let limits = crate::conn_limit::ConnLimits::new(engine.config().daemon.max_connections_per_uid);
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).filter_map(
+        move |conn| match conn {
+            Ok(s) => limits
+                .admit(s)
+                .map(|s| Ok(kiln_h2_authority::AuthorityFix::new(s))),
+            Err(e) => Some(Err(e)),
+        },
+    );
     let streams = engine.config().daemon.max_concurrent_streams;
+    let timeout = std::time::Duration::from_millis(engine.config().daemon.request_timeout_ms);
     tonic::transport::Server::builder()
         .max_concurrent_streams(streams)
+        .timeout(timeout)
         // Connections the rewriter passes through get the same header-list limit from h2.
         .http2_max_header_list_size(kiln_h2_authority::MAX_HEADER_LIST as u32)
         .layer(CallLayer { engine })

@@ -3,6 +3,7 @@
 //! Adapters translate wire types and errors; every decision is the engine's.
 
 pub mod cli;
+pub mod conn_limit;
 pub mod daemon;
 pub mod dbus;
 pub mod dbus_devices;
