@@ -104,6 +104,18 @@ elif [[ $o == *"ServiceUnknown"* || $o == *"UnknownMethod"* || $o == *"not provi
 else
     ok "non-member Reload is denied by polkit: $o"
 fi
+if o=$(runuser -u alice -- "${bus[@]}" call "$name" /org/kiln/Kiln1/jobs org.kiln.Kiln1.Jobs ListJobs 2>&1); then
+    not_ok "non-member reading jobs over D-Bus is denied (call succeeded: ${o:0:80})"
+elif [[ $o == *"org.kiln.read-data"* ]]; then
+    ok "non-member reading jobs over D-Bus is denied: ${o:0:100}"
+else
+    not_ok "non-member reading jobs over D-Bus is denied (wrong error: $o)"
+fi
+if o=$(runuser -u kmember -- "${bus[@]}" call "$name" /org/kiln/Kiln1/jobs org.kiln.Kiln1.Jobs ListJobs 2>&1); then
+    ok "member of kiln reads jobs over D-Bus"
+else
+    not_ok "member of kiln reads jobs over D-Bus: $o"
+fi
 if o=$(runuser -u kmember -- "${bus[@]}" call "$name" "$obj" "$mgr" Reload 2>&1); then
     ok "member of kiln calls Reload"
 else

@@ -155,7 +155,8 @@ fn polkit_declares_five_actions_granted_to_group_kiln() {
             "org.kiln.manage-jobs",
             "org.kiln.manage-storage",
             "org.kiln.manage-burst",
-            "org.kiln.manage-daemon"
+            "org.kiln.manage-daemon",
+            "org.kiln.read-data"
         ]
     );
     assert_eq!(p.matches("auth_admin_keep").count(), 3 * ids.len());

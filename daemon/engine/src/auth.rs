@@ -15,6 +15,8 @@ pub enum Action {
     ManageJobs,
     ManageStorage,
     ManageBurst,
+    /// Read what people put in: job details, vector contents, search.
+    ReadData,
 }
 
 impl Action {
@@ -25,6 +27,7 @@ impl Action {
             Action::ManageJobs => "org.kiln.manage-jobs",
             Action::ManageStorage => "org.kiln.manage-storage",
             Action::ManageBurst => "org.kiln.manage-burst",
+            Action::ReadData => "org.kiln.read-data",
         }
     }
 }

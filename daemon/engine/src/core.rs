@@ -156,6 +156,12 @@ impl Core {
         read(&self.components).get(name).cloned()
     }
 
+    /// May `caller` read job details, vector contents and search results? Reads are not
+    /// audited; a refusal names the action and the fix like any other.
+    pub(crate) async fn may_read(&self, caller: &Caller) -> Result<(), EngineError> {
+        self.authorize(caller, Action::ReadData).await
+    }
+
     pub(crate) async fn authorize(
         &self,
         caller: &Caller,

@@ -283,12 +283,15 @@ impl Engine {
         self.inner.vectors.vectors_drop(caller, name).await
     }
 
+    /// Top-`k` per query; needs read access (`org.kiln.read-data`): hits carry metadata.
     pub async fn vectors_search(
         &self,
+        caller: &Caller,
         name: &str,
         queries: Vec<f32>,
         k: i64,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
+        self.core().may_read(caller).await?;
         self.inner.vectors.vectors_search(name, queries, k).await
     }
 
@@ -327,13 +330,16 @@ impl Engine {
             .await
     }
 
+    /// Embed `texts` and search with them; needs read access, like [`Engine::vectors_search`].
     pub async fn search_text(
         &self,
+        caller: &Caller,
         name: &str,
         texts: Vec<String>,
         k: i64,
         model: Option<&str>,
     ) -> Result<Vec<Vec<Hit>>, EngineError> {
+        self.core().may_read(caller).await?;
         self.inner.vectors.search_text(name, texts, k, model).await
     }
 }
@@ -344,12 +350,16 @@ impl Engine {
         self.inner.jobs.get_job(id)
     }
 
-    /// A job as `caller` may see it (environment values are the owner's and root's).
-    pub fn job_for(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+    /// A job as `caller` may see it: needs read access (`org.kiln.read-data`), and
+    /// environment values are the owner's and root's.
+    pub async fn job_for(&self, caller: &Caller, id: u64) -> Result<JobInfo, EngineError> {
+        self.core().may_read(caller).await?;
         self.inner.jobs.job_for(caller, id)
     }
 
-    pub fn jobs_for(&self, caller: &Caller) -> Result<Vec<JobInfo>, EngineError> {
+    /// Every job as `caller` may see it (see [`Engine::job_for`]).
+    pub async fn jobs_for(&self, caller: &Caller) -> Result<Vec<JobInfo>, EngineError> {
+        self.core().may_read(caller).await?;
         self.inner.jobs.jobs_for(caller)
     }
 

@@ -37,7 +37,7 @@ async fn a_collection_s_reservation_follows_what_it_holds() {
     assert_eq!(e.vectors_reservation("docs"), 3 * 4 * 4);
     assert_eq!(e.budget().status().reserved_bytes, 48);
     let hits = e
-        .vectors_search("docs", vec![0.0, 1.0, 0.0, 0.0], 2)
+        .vectors_search(&root(), "docs", vec![0.0, 1.0, 0.0, 0.0], 2)
         .await
         .unwrap();
     let ids: Vec<u64> = hits[0].iter().map(|h| h.id).collect();
@@ -137,12 +137,15 @@ async fn a_search_beyond_max_hits_never_reaches_the_index() {
         .unwrap();
     let before = t.index.searches.load(Ordering::SeqCst);
     // 2 queries × k 60 = 120 hits > max_hits 100.
-    let err = e.vectors_search("c", vec![1.0, 1.0], 60).await.unwrap_err();
+    let err = e
+        .vectors_search(&root(), "c", vec![1.0, 1.0], 60)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidArgument, "{err:?}");
     assert!(err.message.contains("max_hits"), "{}", err.message);
     assert_eq!(t.index.searches.load(Ordering::SeqCst), before);
     assert_eq!(
-        e.vectors_search("c", vec![1.0, 1.0], 50)
+        e.vectors_search(&root(), "c", vec![1.0, 1.0], 50)
             .await
             .unwrap()
             .len(),
@@ -173,4 +176,45 @@ async fn an_index_that_cannot_open_disables_vectors_with_its_reason() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
+}
+
+#[tokio::test]
+async fn searching_needs_read_access() {
+    let t = started().await;
+    let e = &t.engine;
+    e.vectors_create(&root(), "c", 1, "", "").await.unwrap();
+    e.vectors_add(
+        &root(),
+        "c",
+        vec![1],
+        vec![1.0],
+        Some(vec!["a private note".into()]),
+    )
+    .await
+    .unwrap();
+    let outsider = Caller {
+        transport: crate::auth::Transport::Dbus,
+        uid: Some(60003),
+        gid: Some(60003),
+        pid: Some(1),
+        bus_name: Some(":1.9".into()),
+    };
+    let before = t.index.searches.load(Ordering::SeqCst);
+    let err = e
+        .vectors_search(&outsider, "c", vec![1.0], 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err:?}");
+    let err = e
+        .search_text(&outsider, "c", vec!["x".into()], 1, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err:?}");
+    assert_eq!(
+        t.index.searches.load(Ordering::SeqCst),
+        before,
+        "nothing was searched"
+    );
+    let hits = e.vectors_search(&root(), "c", vec![1.0], 1).await.unwrap();
+    assert_eq!(hits[0][0].metadata.as_deref(), Some("a private note"));
 }

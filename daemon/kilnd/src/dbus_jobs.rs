@@ -62,7 +62,7 @@ impl JobsObject {
     ) -> Result<String, KilnError> {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
-        let r = self.engine.job_for(&caller, id);
+        let r = self.engine.job_for(&caller, id).await;
         let r = counted(&self.engine, "Jobs.GetJob", start, r);
         json_reply(&r?)
     }
@@ -75,7 +75,7 @@ impl JobsObject {
     ) -> Result<String, KilnError> {
         let start = Instant::now();
         let caller = caller_of(conn, &hdr).await;
-        let r = self.engine.jobs_for(&caller);
+        let r = self.engine.jobs_for(&caller).await;
         let r = counted(&self.engine, "Jobs.ListJobs", start, r);
         json_reply(&r?)
     }

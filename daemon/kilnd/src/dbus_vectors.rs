@@ -100,9 +100,20 @@ impl VectorsObject {
     }
 
     /// The `k` nearest to one query vector, best first, as a JSON array of hits.
-    async fn search(&self, name: &str, query: Vec<f64>, k: i64) -> Result<String, KilnError> {
+    async fn search(
+        &self,
+        name: &str,
+        query: Vec<f64>,
+        k: i64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, KilnError> {
         let start = Instant::now();
-        let r = self.engine.vectors_search(name, to_f32(&query), k).await;
+        let caller = caller_of(conn, &hdr).await;
+        let r = self
+            .engine
+            .vectors_search(&caller, name, to_f32(&query), k)
+            .await;
         let r = counted(&self.engine, "Vectors.Search", start, r);
         json_reply(&r?.into_iter().next().unwrap_or_default())
     }
@@ -114,11 +125,14 @@ impl VectorsObject {
         text: &str,
         k: i64,
         model: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
     ) -> Result<String, KilnError> {
         let start = Instant::now();
+        let caller = caller_of(conn, &hdr).await;
         let r = self
             .engine
-            .search_text(name, vec![text.to_string()], k, opt(model))
+            .search_text(&caller, name, vec![text.to_string()], k, opt(model))
             .await;
         let r = counted(&self.engine, "Vectors.SearchText", start, r);
         json_reply(&r?.into_iter().next().unwrap_or_default())

@@ -118,6 +118,7 @@ impl Jobs for JobsApi {
         let j = self
             .engine
             .job_for(&caller, req.into_inner().id)
+            .await
             .map_err(status_of)?;
         Ok(Response::new(job_to_pb(&j)))
     }
@@ -126,7 +127,11 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.engine.jobs_for(&caller_of(&req)).map_err(status_of)?;
+        let jobs = self
+            .engine
+            .jobs_for(&caller_of(&req))
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(job_to_pb).collect(),
         }))

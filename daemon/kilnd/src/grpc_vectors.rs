@@ -126,10 +126,11 @@ impl VectorsService for VectorsApi {
         &self,
         req: Request<pb::SearchVectorsRequest>,
     ) -> Result<Response<pb::SearchVectorsResponse>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
         let hits = self
             .engine
-            .vectors_search(&r.name, r.queries, r.k)
+            .vectors_search(&caller, &r.name, r.queries, r.k)
             .await
             .map_err(status_of)?;
         Ok(Response::new(hits_to_pb(hits)))
@@ -207,10 +208,11 @@ impl VectorsService for VectorsApi {
         &self,
         req: Request<pb::SearchTextRequest>,
     ) -> Result<Response<pb::SearchVectorsResponse>, Status> {
+        let caller = caller_of(&req);
         let r = req.into_inner();
         let hits = self
             .engine
-            .search_text(&r.name, r.texts, r.k, opt(&r.model))
+            .search_text(&caller, &r.name, r.texts, r.k, opt(&r.model))
             .await
             .map_err(status_of)?;
         Ok(Response::new(hits_to_pb(hits)))

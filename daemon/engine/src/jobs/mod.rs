@@ -1082,16 +1082,25 @@ mod tests {
         let a = e.submit_job(&alice, request()).await.unwrap();
         assert_eq!(a.state, JobState::Queued, "{a:?}");
         // Env values are the owner's (and root's) to read.
-        let env = |c: &Caller| e.job_for(c, a.id).unwrap().spec.env["TOKEN"].clone();
-        assert_eq!(env(&alice), "s3cret");
-        assert_eq!(env(&member(0)), "s3cret");
-        assert_eq!(env(&bob), "<redacted>");
+        let env = async |c: &Caller| e.job_for(c, a.id).await.unwrap().spec.env["TOKEN"].clone();
+        assert_eq!(env(&alice).await, "s3cret");
+        assert_eq!(env(&member(0)).await, "s3cret");
+        assert_eq!(env(&bob).await, "<redacted>");
         assert!(
             e.jobs_for(&bob)
+                .await
                 .unwrap()
                 .iter()
                 .all(|j| j.spec.env["TOKEN"] == "<redacted>")
         );
+        // Someone outside the managing group may not read jobs at all.
+        let outsider = Caller {
+            gid: Some(60003),
+            ..member(60003)
+        };
+        let err = e.job_for(&outsider, a.id).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err:?}");
+        assert!(e.jobs_for(&outsider).await.is_err());
         let denied = e.cancel_job(&bob, a.id).await.unwrap_err();
         assert_eq!(denied.kind, ErrorKind::PermissionDenied);
         assert!(denied.message.contains("uid 60001"), "{}", denied.message);
