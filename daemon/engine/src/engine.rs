@@ -273,25 +273,6 @@ impl Engine {
         &self.inner.core
     }
 
-    /// See [`Core::authorised`].
-    pub(crate) async fn authorised<T, Fut>(
-        &self,
-        caller: &Caller,
-        action: Action,
-        name: &str,
-        args: &str,
-        act: impl FnOnce() -> Fut,
-        detail: impl FnOnce(&T) -> String,
-    ) -> Result<T, EngineError>
-    where
-        Fut: std::future::Future<Output = Result<T, EngineError>>,
-    {
-        self.inner
-            .core
-            .authorised(caller, action, name, args, act, detail)
-            .await
-    }
-
     pub fn status(&self) -> StatusReport {
         let core = &self.inner.core;
         let cur = read(&core.current);
@@ -316,6 +297,7 @@ impl Engine {
     /// Re-read the configuration; apply live keys; list the rest as needing a restart.
     pub async fn reload(&self, caller: &Caller) -> Result<ReloadReport, EngineError> {
         let result = self
+            .core()
             .authorised(
                 caller,
                 Action::ManageDaemon,

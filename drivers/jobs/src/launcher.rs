@@ -44,40 +44,6 @@ impl RunningJob for JobHandle {
     }
 }
 
-fn adopt(record: &JobRecord) -> Adopted {
-    match readopt(record) {
-        Readopt::Running(h) => Adopted::Running(h),
-        Readopt::Finished(e) => Adopted::Finished(e),
-        Readopt::Lost(why) => Adopted::Lost(why),
-    }
-}
-
-fn started_record(
-    job_id: u64,
-    run_dir: &Path,
-    checkpoint_dir: &Path,
-) -> Option<(JobRecord, StartedInfo)> {
-    let s: StartedInfo = read_json(&run_dir.join(STARTED_FILE)).ok().flatten()?;
-    let rec = JobRecord {
-        job_id,
-        run_dir: run_dir.to_path_buf(),
-        shim_pid: s.shim_pid,
-        shim_start_ticks: s.shim_start_ticks,
-        pid: s.pid,
-        checkpoint_dir: checkpoint_dir.to_path_buf(),
-        unit: None,
-    };
-    Some((rec, s))
-}
-
-fn memory_used(started: &StartedInfo) -> Option<u64> {
-    let dir = started.cgroup.as_ref()?;
-    ["memory.current", "memory.usage_in_bytes"]
-        .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .and_then(|s| s.trim().parse().ok())
-}
-
 /// Jobs as supervised child processes of the daemon (they stop when it stops).
 pub struct ForkLauncher {
     shim: ShimCommand,
@@ -99,7 +65,11 @@ impl JobLauncher for ForkLauncher {
     }
 
     fn adopt(&self, record: &JobRecord) -> Adopted {
-        adopt(record)
+        match readopt(record) {
+            Readopt::Running(h) => Adopted::Running(h),
+            Readopt::Finished(e) => Adopted::Finished(e),
+            Readopt::Lost(why) => Adopted::Lost(why),
+        }
     }
 
     fn started_record(
@@ -108,7 +78,17 @@ impl JobLauncher for ForkLauncher {
         run_dir: &Path,
         checkpoint_dir: &Path,
     ) -> Option<(JobRecord, StartedInfo)> {
-        started_record(job_id, run_dir, checkpoint_dir)
+        let s: StartedInfo = read_json(&run_dir.join(STARTED_FILE)).ok().flatten()?;
+        let rec = JobRecord {
+            job_id,
+            run_dir: run_dir.to_path_buf(),
+            shim_pid: s.shim_pid,
+            shim_start_ticks: s.shim_start_ticks,
+            pid: s.pid,
+            checkpoint_dir: checkpoint_dir.to_path_buf(),
+            unit: None,
+        };
+        Some((rec, s))
     }
 
     fn take_checkpoint_request(&self, checkpoint_dir: &Path) -> Option<String> {
@@ -116,14 +96,19 @@ impl JobLauncher for ForkLauncher {
     }
 
     fn memory_used(&self, started: &StartedInfo) -> Option<u64> {
-        memory_used(started)
+        let dir = started.cgroup.as_ref()?;
+        ["memory.current", "memory.usage_in_bytes"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|s| s.trim().parse().ok())
     }
 }
 
 /// Jobs as systemd transient units (systemd owns their cgroups; they outlive the daemon).
+/// Finding, watching and checkpointing them is the fork launcher's way.
 #[cfg(feature = "systemd")]
 pub struct SystemdLauncher {
-    shim: ShimCommand,
+    fork: ForkLauncher,
     conn: zbus::Connection,
     runtime: tokio::runtime::Handle,
 }
@@ -137,7 +122,7 @@ impl SystemdLauncher {
         runtime: tokio::runtime::Handle,
     ) -> SystemdLauncher {
         SystemdLauncher {
-            shim,
+            fork: ForkLauncher::new(shim),
             conn,
             runtime,
         }
@@ -153,14 +138,16 @@ impl JobLauncher for SystemdLauncher {
     fn start(&self, plan: &LaunchPlan) -> Result<Box<dyn RunningJob>, PortError> {
         let mut plan = plan.clone();
         plan.cgroup = false;
-        let unit = self
-            .runtime
-            .block_on(crate::systemd::start_unit(&self.conn, &self.shim, &plan))?;
+        let unit = self.runtime.block_on(crate::systemd::start_unit(
+            &self.conn,
+            &self.fork.shim,
+            &plan,
+        ))?;
         Ok(Box::new(crate::systemd::finish_unit_start(&plan, &unit)?))
     }
 
     fn adopt(&self, record: &JobRecord) -> Adopted {
-        adopt(record)
+        self.fork.adopt(record)
     }
 
     fn started_record(
@@ -169,14 +156,14 @@ impl JobLauncher for SystemdLauncher {
         run_dir: &Path,
         checkpoint_dir: &Path,
     ) -> Option<(JobRecord, StartedInfo)> {
-        started_record(job_id, run_dir, checkpoint_dir)
+        self.fork.started_record(job_id, run_dir, checkpoint_dir)
     }
 
     fn take_checkpoint_request(&self, checkpoint_dir: &Path) -> Option<String> {
-        take_checkpoint_request(checkpoint_dir)
+        self.fork.take_checkpoint_request(checkpoint_dir)
     }
 
     fn memory_used(&self, started: &StartedInfo) -> Option<u64> {
-        memory_used(started)
+        self.fork.memory_used(started)
     }
 }

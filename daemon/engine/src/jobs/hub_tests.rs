@@ -31,17 +31,18 @@ fn argv_only() -> JobRequest {
 
 /// Waits until job `id` is in `state` (the hub's loop polls every 10 ms).
 async fn until(t: &TestEngine, id: u64, state: JobState) -> JobInfo {
+    until_on(&t.engine, id, state).await
+}
+
+async fn until_on(e: &Engine, id: u64, state: JobState) -> JobInfo {
     for _ in 0..500 {
-        let j = t.engine.get_job(id).unwrap();
+        let j = e.get_job(id).unwrap();
         if j.state == state {
             return j;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!(
-        "job {id} never reached {state:?}: {:?}",
-        t.engine.get_job(id)
-    );
+    panic!("job {id} never reached {state:?}: {:?}", e.get_job(id));
 }
 
 #[tokio::test]
@@ -256,15 +257,8 @@ fn jobs_a_previous_daemon_left_are_adopted_and_supervised() {
         assert!(j.detail.contains("re-adopted"), "{j:?}");
         assert!(launcher.started().is_empty(), "nothing was started twice");
         launcher.finish(ending, 5);
-        let mut j = second.get_job(ending).unwrap();
-        for _ in 0..500 {
-            if j.state == JobState::Failed {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            j = second.get_job(ending).unwrap();
-        }
-        assert_eq!((j.state, j.exit_code), (JobState::Failed, Some(5)));
+        let j = until_on(&second, ending, JobState::Failed).await;
+        assert_eq!(j.exit_code, Some(5));
     });
     drop(dir);
 }
