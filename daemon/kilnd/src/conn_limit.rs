@@ -2,9 +2,13 @@
 //! peer's uid (SO_PEERCRED) until it closes. Past `daemon.max_connections_per_uid` a
 //! connection is still accepted, but every call on it is refused with RESOURCE_EXHAUSTED
 //! naming the limit (see `grpc::CallService`); past twice the limit it is closed at once, so
-//! one local user cannot hold unbounded connection state. Touches only the connections.
+//! one local user cannot hold unbounded connection state. Each connection also keeps a
+//! pidfd of the process that made it (SO_PEERPIDFD, else pidfd_open of SO_PEERCRED's pid),
+//! so a call on a connection whose maker has exited is refused instead of being judged by
+//! a pid the kernel may have handed to someone else. Touches only the connections.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -26,6 +30,68 @@ pub struct ConnInfo {
     pub uds: UdsConnectInfo,
     /// `Some((uid, open, limit))` when the connection is beyond its uid's limit.
     pub over: Option<(u32, u32, u32)>,
+    /// The process that made the connection, while the kernel can name it.
+    pub peer: Option<Arc<OwnedFd>>,
+}
+
+impl ConnInfo {
+    /// `Some(pid)` when the process that made the connection has exited.
+    pub fn maker_gone(&self) -> Option<i32> {
+        let fd = self.peer.as_ref()?;
+        exited(fd).then(|| self.uds.peer_cred.and_then(|c| c.pid()).unwrap_or(0))
+    }
+}
+
+/// SO_PEERPIDFD (Linux 6.5): a pidfd of the peer that connected.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// A pidfd of the process that made `stream`.
+fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `fd`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            &mut fd as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 && fd >= 0 {
+        // SAFETY: the kernel handed us a new fd.
+        return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let pid = stream.peer_cred().ok()?.pid()?;
+    pidfd_open(pid)
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a new fd we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A pidfd is readable once its process has exited.
+fn exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The refusal a call gets when the process that made its connection has exited.
+pub fn maker_gone(pid: i32) -> tonic::Status {
+    tonic::Status::permission_denied(format!(
+        "the process that opened this connection (pid {pid}) has exited; kilnd judges a \
+         connection by the process that made it: connect again from the calling process"
+    ))
 }
 
 /// A counted connection; the count drops with it.
@@ -33,6 +99,7 @@ pub struct Limited {
     inner: UnixStream,
     uid: Option<u32>,
     over: Option<(u32, u32, u32)>,
+    peer: Option<Arc<OwnedFd>>,
     limits: ConnLimits,
 }
 
@@ -65,10 +132,12 @@ impl ConnLimits {
                 over = Some((uid, *n, self.limit));
             }
         }
+        let peer = peer_pidfd(&stream).map(Arc::new);
         Some(Limited {
             inner: stream,
             uid,
             over,
+            peer,
             limits: self.clone(),
         })
     }
@@ -108,6 +177,7 @@ impl Connected for Limited {
         ConnInfo {
             uds: self.inner.connect_info(),
             over: self.over,
+            peer: self.peer.clone(),
         }
     }
 }
@@ -178,7 +248,29 @@ mod tests {
         assert!(limits.admit(pair()).unwrap().over.is_none());
         let msg = refusal(me, 3, 2).message().to_string();
         assert!(
+            limits.admit(pair()).unwrap().peer.is_some(),
+            "a pidfd of the maker"
+        );
+        assert!(
             msg.contains("daemon.max_connections_per_uid") && msg.contains("(2)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_pidfd_tells_when_its_process_has_exited() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        assert!(!exited(&fd));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(exited(&fd), "readable once the process ended");
+        let msg = maker_gone(42).message().to_string();
+        assert!(
+            msg.contains("pid 42") && msg.contains("connect again"),
             "{msg}"
         );
     }

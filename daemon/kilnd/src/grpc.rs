@@ -268,12 +268,13 @@ where
         let span = tracing::debug_span!("rpc", request_id = id, method = %method);
         let engine = self.engine.clone();
         let start = Instant::now();
-        let over = req
-            .extensions()
-            .get::<crate::conn_limit::ConnInfo>()
-            .and_then(|c| c.over);
-        if let Some((uid, open, limit)) = over {
-            let status = crate::conn_limit::refusal(uid, open, limit);
+        let conn = req.extensions().get::<crate::conn_limit::ConnInfo>();
+        let refused = conn.and_then(|c| {
+            c.over
+                .map(|(uid, open, limit)| crate::conn_limit::refusal(uid, open, limit))
+                .or_else(|| c.maker_gone().map(crate::conn_limit::maker_gone))
+        });
+        if let Some(status) = refused {
             engine.metrics().observe_call(
                 "grpc",
                 &method,
