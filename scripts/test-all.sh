@@ -1,7 +1,9 @@
 #!/bin/bash
 # Installs what is needed, then runs every test: formatting, clippy, the Rust
 # unit and integration tests (real kilnd, kilnctl, dbus-daemon, zfs-fuse,
-# OpenVINO), and the installed-package test under systemd-nspawn.
+# OpenVINO), every parser fuzzed for KILN_FUZZ_SECONDS (default 10) each
+# (tests/fuzz; scripts/fuzz.sh runs one longer), and the installed-package test
+# under systemd-nspawn.
 #
 # The whole run has a deadline: KILN_TEST_DEADLINE_S seconds (default 4500, CI
 # stops at 90 minutes). Past it the step in progress is killed with everything
@@ -65,6 +67,7 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy --workspace --all-targets -q -- -D warnings
 step "build binaries for the integration tests" cargo build --workspace --bins -q
 step "cargo test" cargo test --workspace --no-fail-fast
+step "fuzz every parser (${KILN_FUZZ_SECONDS:-10} s each)" cargo run -q -p kiln-fuzz -- all "${KILN_FUZZ_SECONDS:-10}"
 step "installed-package test (systemd-nspawn)" "$repo/packaging/test-nspawn.sh"
 echo
 echo "=== all tests passed in $(($(date +%s) - deadline + limit)) s ==="

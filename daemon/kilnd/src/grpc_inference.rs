@@ -150,23 +150,7 @@ impl GrpcInferenceService for InferenceApi {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let r = req.into_inner();
         let typed = !r.outputs.is_empty() && r.outputs.iter().any(|o| wants_typed(&o.parameters));
-        let request = m::InferRequest {
-            model_name: r.model_name,
-            model_version: r.model_version,
-            id: r.id,
-            inputs: r
-                .inputs
-                .into_iter()
-                .map(|i| InferInput {
-                    contents: i.contents.and_then(|c| values_of(&i.datatype, c)),
-                    name: i.name,
-                    datatype: i.datatype,
-                    shape: i.shape,
-                })
-                .collect(),
-            raw_inputs: r.raw_input_contents,
-            outputs: r.outputs.into_iter().map(|o| o.name).collect(),
-        };
+        let request = infer_request_of(r);
         let resp = self.engine.model_infer(request).await.map_err(status_of)?;
         // Raw for every output (what Triton sends), typed when asked with binary_data=false
         // and every output has a typed field.
@@ -390,5 +374,26 @@ impl Models for ModelsApi {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// The engine's request for a KServe `ModelInferRequest` (typed contents by datatype).
+pub fn infer_request_of(r: ModelInferRequest) -> m::InferRequest {
+    m::InferRequest {
+        model_name: r.model_name,
+        model_version: r.model_version,
+        id: r.id,
+        inputs: r
+            .inputs
+            .into_iter()
+            .map(|i| InferInput {
+                contents: i.contents.and_then(|c| values_of(&i.datatype, c)),
+                name: i.name,
+                datatype: i.datatype,
+                shape: i.shape,
+            })
+            .collect(),
+        raw_inputs: r.raw_input_contents,
+        outputs: r.outputs.into_iter().map(|o| o.name).collect(),
     }
 }
