@@ -20,6 +20,10 @@ pub struct Target {
 pub struct Scratch {
     pub dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
+    /// A copy of the recorded Latitude 5450 tree, and its files (for `sysfs`).
+    tree: std::sync::OnceLock<(std::path::PathBuf, Vec<std::path::PathBuf>)>,
+    /// A vector store with one collection of dimension 4 (for `vectors`).
+    store: std::sync::OnceLock<kiln_vectors::VectorStore>,
 }
 
 impl Scratch {
@@ -30,6 +34,8 @@ impl Scratch {
                 .enable_all()
                 .build()
                 .expect("a runtime"),
+            tree: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
         }
     }
 }
@@ -64,6 +70,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "cpu_list",
         run: cpu_list,
+    },
+    Target {
+        name: "sysfs",
+        run: sysfs,
+    },
+    Target {
+        name: "vectors",
+        run: vectors,
     },
 ];
 
@@ -177,4 +191,79 @@ fn cpu_list(data: &[u8], _: &Scratch) {
             "format then parse is the identity"
         );
     }
+}
+
+fn copy_tree(from: &Path, to: &Path, files: &mut Vec<std::path::PathBuf>) {
+    std::fs::create_dir_all(to).expect("scratch tree");
+    for e in std::fs::read_dir(from).expect("fixture tree").flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ft = e.file_type().expect("file type");
+        if ft.is_dir() {
+            copy_tree(&src, &dst, files);
+        } else if ft.is_symlink() {
+            let _ = std::os::unix::fs::symlink(std::fs::read_link(&src).expect("link"), &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("fixture file");
+            files.push(dst);
+        }
+    }
+}
+
+/// The HAL's sysfs and procfs parsers on the recorded 5450 tree with one of its files
+/// replaced by the input (the first byte picks the file): the probe reports the problem
+/// and never panics.
+fn sysfs(data: &[u8], s: &Scratch) {
+    let (root, files) = s.tree.get_or_init(|| {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/latitude-5450");
+        let root = s.dir.path().join("tree");
+        let mut files = Vec::new();
+        copy_tree(&fixture, &root, &mut files);
+        files.sort();
+        (root, files)
+    });
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let file = &files[pick as usize % files.len()];
+    let before = std::fs::read(file).expect("tree file");
+    std::fs::write(file, body).expect("tree write");
+    if let Ok(hal) = kiln_hal::Hal::new(root.clone(), kiln_hal::BudgetPolicy::default()) {
+        let _ = hal.probe();
+    }
+    std::fs::write(file, before).expect("tree restore");
+}
+
+/// Vector add and search payloads (ids, floats, metadata, k) from the input against a
+/// collection of dimension 4: refused with a reason or done, never a panic.
+fn vectors(data: &[u8], s: &Scratch) {
+    use kiln_vectors::{Metric, Quantisation, StoreOptions, VectorStore};
+    let store = s.store.get_or_init(|| {
+        let st = VectorStore::open_with(s.dir.path().join("collections"), StoreOptions::default())
+            .expect("a store");
+        st.create("c", 4, Metric::Cosine, Quantisation::Int8)
+            .expect("a collection");
+        st
+    });
+    let word = |i: usize| {
+        let b = data.get(i * 4..i * 4 + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let n_ids = word(0).unwrap_or(0) as usize % 9;
+    let ids: Vec<u64> = (0..n_ids)
+        .map(|i| u64::from(word(1 + i).unwrap_or(i as u32)))
+        .collect();
+    let mut floats: Vec<f32> = (0..data.len() / 4)
+        .filter_map(|i| word(i).map(f32::from_bits))
+        .take(64)
+        .collect();
+    if data.first().copied().unwrap_or(0) & 2 == 2 {
+        // Half the inputs carry exactly one vector per id, to get past the count checks.
+        floats.resize(ids.len() * 4, 0.25);
+    }
+    let meta = (data.first().copied().unwrap_or(0) & 1 == 1)
+        .then(|| ids.iter().map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let _ = store.add("c", &ids, &floats, meta);
+    let k = i64::from(word(2).unwrap_or(1) as i32);
+    let _ = store.search("c", &floats, k);
+    let _ = store.delete("c", &ids);
 }
