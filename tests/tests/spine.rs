@@ -577,3 +577,35 @@ fn connections_past_the_per_uid_limit_are_refused_with_the_key() {
     }
     assert!(served, "{}", k.stderr());
 }
+
+#[test]
+fn a_wire_fuzz_leaves_kilnd_serving_and_bad_messages_are_invalid_argument() {
+    // kiln-bench fuzz: mutated protobuf bodies to every unary method, one call in ten valid.
+    let out = std::process::Command::new(kiln_tests::bin("kiln-bench"))
+        .args(["fuzz", "--requests", "6000", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["requests"], 6000);
+    assert_eq!(
+        (r["crashes"].as_u64(), r["valid_failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    let by = r["by_status"].as_object().unwrap();
+    assert!(
+        by.get("Internal").is_none(),
+        "undecodable bodies are the caller's error: {r}"
+    );
+    assert!(by["InvalidArgument"].as_u64().unwrap() > 1000, "{r}");
+    assert!(by["Ok"].as_u64().unwrap() >= 600, "{r}");
+    let grew =
+        r["rss_end_bytes"].as_u64().unwrap() as i64 - r["rss_start_bytes"].as_u64().unwrap() as i64;
+    assert!(grew < 64 << 20, "kilnd grew {grew} bytes: {r}");
+}

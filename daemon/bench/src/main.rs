@@ -3,6 +3,7 @@
 //! reference measured in the same run. Build in release:
 //! `cargo build --release -p kilnd -p kilnctl -p kiln-bench`.
 
+mod fuzz;
 mod infer;
 mod jobs;
 mod startup;
@@ -54,6 +55,16 @@ enum Cmd {
     /// Vector search: exact batch 1 / batch 16, int8 + rerank with recall@10, and the
     /// share of this machine's single-thread read bandwidth a batch-1 scan reaches.
     Vectors(vectors::VectorsArgs),
+    /// Malformed and edge-case requests to every unary method over the real socket, mixed
+    /// with valid calls; fails if kilnd goes away or refuses a valid call.
+    Fuzz {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: u64,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +84,14 @@ fn main() -> ExitCode {
             startup::run(runs).map(|r| if json { r.json() } else { r.table() })
         }
         Cmd::Vectors(args) => vectors::run(&args),
+        Cmd::Fuzz {
+            json,
+            requests,
+            clients,
+        } => fuzz::run(requests.max(1), clients).and_then(|r| {
+            let out = if json { r.json() } else { r.table() };
+            r.verdict().map_err(|e| format!("{e}\n{out}")).map(|_| out)
+        }),
     };
     match out {
         Ok(s) => {

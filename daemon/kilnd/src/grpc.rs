@@ -287,7 +287,7 @@ where
         let fut = self.inner.call(req);
         Box::pin(
             async move {
-                let res = fut.await;
+                let res = fut.await.map(bad_message_is_invalid_argument);
                 let code = match &res {
                     // Errors travel as a trailers-only response with grpc-status in the headers.
                     Ok(r) => r.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
@@ -300,6 +300,25 @@ where
             .instrument(span),
         )
     }
+}
+
+/// A request body that does not decode as the method's message is the caller's mistake:
+/// tonic answers INTERNAL, kilnd says INVALID_ARGUMENT (the message, which names the field,
+/// stays).
+fn bad_message_is_invalid_argument<RB>(mut r: http::Response<RB>) -> http::Response<RB> {
+    let h = r.headers();
+    let decode_failure = h.get("grpc-status").is_some_and(|v| v == "13")
+        && h.get("grpc-message").is_some_and(|m| {
+            m.as_bytes()
+                .starts_with(b"failed%20to%20decode%20Protobuf%20message")
+                || m.as_bytes()
+                    .starts_with(b"failed to decode Protobuf message")
+        });
+    if decode_failure {
+        r.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    r
 }
 
 /// Serve every gRPC service on `listener` until `shutdown` resolves.
