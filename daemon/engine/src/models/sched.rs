@@ -78,6 +78,9 @@ struct Shared {
     max_batch: usize,
     delay: Duration,
     max_queue: usize,
+    /// Workers, and how many hold a request now.
+    workers: usize,
+    busy: std::sync::atomic::AtomicUsize,
 }
 
 /// Batching settings in force.
@@ -126,6 +129,8 @@ impl Scheduler {
             max_batch: batching.max_batch.max(1),
             delay: batching.max_queue_delay,
             max_queue: batching.max_queue.max(1),
+            workers: n,
+            busy: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
@@ -217,6 +222,7 @@ fn worker(s: &Shared) {
         let mut q = s.queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let first = loop {
             if let Some(j) = q.pop_front() {
+                s.busy.fetch_add(1, Ordering::AcqRel);
                 break j;
             }
             if s.queue.closed.load(Ordering::Acquire) {
@@ -237,6 +243,11 @@ fn worker(s: &Shared) {
             let cap = s.ledger.batch_size(per_sample, 1, s.max_batch).unwrap_or(1);
             let deadline = batch[0].enqueued + s.delay;
             let mut total = batch[0].samples as usize;
+            // Waiting for company pays only under load: requests already queued behind this
+            // one, or every other worker busy. Otherwise run now (an idle worker would take
+            // the next request at once anyway).
+            let under_load =
+                !q.is_empty() || (s.workers > 1 && s.busy.load(Ordering::Acquire) >= s.workers);
             while total < cap {
                 if let Some(pos) = q
                     .iter()
@@ -248,7 +259,7 @@ fn worker(s: &Shared) {
                     continue;
                 }
                 let now = Instant::now();
-                if now >= deadline || s.queue.closed.load(Ordering::Acquire) {
+                if !under_load || now >= deadline || s.queue.closed.load(Ordering::Acquire) {
                     break;
                 }
                 q = s
@@ -260,6 +271,7 @@ fn worker(s: &Shared) {
             }
         }
         drop(q);
+        let _busy = Busy(&s.busy);
         // Second line of defence (merging or splitting tensors): the batch's callers see
         // their request end, the worker stays.
         if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(s, batch))) {
@@ -268,6 +280,15 @@ fn worker(s: &Shared) {
                 panic_text(p.as_ref())
             );
         }
+    }
+}
+
+/// Counts a worker busy until dropped (also when its inference panics).
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -396,6 +417,70 @@ mod tests {
 
     fn x(v: f32) -> Vec<(String, Tensor)> {
         vec![("x".into(), Tensor::from_f32(&[1, 2], &[v, v]).unwrap())]
+    }
+
+    /// Counts the requests in each inference it runs (batch sizes), after a short pause.
+    struct Counter(Mutex<Vec<i64>>, usize);
+    impl Runner for Counter {
+        fn infer(&self, inputs: &[(String, Tensor)]) -> Outputs {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.lock().unwrap().push(inputs[0].1.shape[0]);
+            Ok(inputs.to_vec())
+        }
+        fn pool_size(&self) -> usize {
+            self.1
+        }
+    }
+
+    fn batching(runner: Arc<dyn Runner>, delay: Duration) -> Scheduler {
+        Scheduler::start(
+            "test model",
+            runner,
+            Arc::new(Stats::new("m", 1, "CPU", "f32")),
+            Ledger::new(1 << 30, 100.0),
+            Batching {
+                max_batch: 8,
+                max_queue_delay: delay,
+                max_queue: 64,
+            },
+            &ThreadPlacement::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batching_at_one_request_at_a_time_does_not_wait() {
+        for workers in [1, 2] {
+            let s = batching(
+                Arc::new(Counter(Mutex::new(Vec::new()), workers)),
+                Duration::from_secs(2),
+            );
+            let t = Instant::now();
+            for v in 0..3 {
+                s.submit(x(v as f32), 1).unwrap().await.unwrap().unwrap();
+            }
+            assert!(
+                t.elapsed() < Duration::from_millis(1500),
+                "{workers} workers: three lone requests took {:?}; batching waited for company",
+                t.elapsed()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn under_load_requests_are_batched() {
+        let runner = Arc::new(Counter(Mutex::new(Vec::new()), 1));
+        let s = batching(runner.clone(), Duration::from_millis(50));
+        let rx: Vec<_> = (0..9).map(|v| s.submit(x(v as f32), 1).unwrap()).collect();
+        for r in rx {
+            r.await.unwrap().unwrap();
+        }
+        let sizes = runner.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<i64>(), 9, "{sizes:?}");
+        assert!(
+            sizes.iter().any(|&n| n > 1),
+            "queued requests ran together: {sizes:?}"
+        );
     }
 
     #[tokio::test]
