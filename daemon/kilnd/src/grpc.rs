@@ -269,10 +269,18 @@ where
         let engine = self.engine.clone();
         let start = Instant::now();
         let conn = req.extensions().get::<crate::conn_limit::ConnInfo>();
+        // Inference itself needs no credentials, so the hot path skips the peer check (a
+        // poll of the connection's pidfd).
+        let uses_credentials = method != "/inference.GRPCInferenceService/ModelInfer";
         let refused = conn.and_then(|c| {
             c.over
                 .map(|(uid, open, limit)| crate::conn_limit::refusal(uid, open, limit))
-                .or_else(|| c.maker_gone().map(crate::conn_limit::maker_gone))
+                .or_else(|| {
+                    uses_credentials
+                        .then(|| c.maker_gone())
+                        .flatten()
+                        .map(crate::conn_limit::maker_gone)
+                })
         });
         if let Some(status) = refused {
             engine.metrics().observe_call(
