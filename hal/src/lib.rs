@@ -17,6 +17,7 @@ mod monitor;
 mod ncs2;
 pub mod ports;
 mod power;
+pub mod process;
 mod sample;
 mod tree;
 mod uevent;

@@ -30,6 +30,8 @@ pub use engine::{
     Component, ComponentState, DaemonState, Engine, LiveSettings, ReloadReport, StatusReport,
 };
 pub use error::{EngineError, ErrorKind};
+/// pidfds, for transports that pin a peer process.
+pub use kiln_hal::process;
 pub use threads::ThreadPlacement;
 pub use wiring::Ports;
 

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use kiln_engine::process::{pidfd_exited, pidfd_open};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -38,7 +40,7 @@ impl ConnInfo {
     /// `Some(pid)` when the process that made the connection has exited.
     pub fn maker_gone(&self) -> Option<i32> {
         let fd = self.peer.as_ref()?;
-        exited(fd).then(|| self.uds.peer_cred.and_then(|c| c.pid()).unwrap_or(0))
+        pidfd_exited(fd).then(|| self.uds.peer_cred.and_then(|c| c.pid()).unwrap_or(0))
     }
 }
 
@@ -65,25 +67,6 @@ fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
     }
     let pid = stream.peer_cred().ok()?.pid()?;
     pidfd_open(pid)
-}
-
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a new fd we own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// A pidfd is readable once its process has exited.
-fn exited(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & libc::POLLIN != 0
 }
 
 /// The refusal a call gets when the process that made its connection has exited.
@@ -258,16 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pidfd_tells_when_its_process_has_exited() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let fd = pidfd_open(child.id() as i32).unwrap();
-        assert!(!exited(&fd));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(exited(&fd), "readable once the process ended");
+    fn the_refusal_for_a_gone_maker_names_the_pid() {
         let msg = maker_gone(42).message().to_string();
         assert!(
             msg.contains("pid 42") && msg.contains("connect again"),

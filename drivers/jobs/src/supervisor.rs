@@ -4,7 +4,7 @@
 //! again after a daemon restart: by pidfd of the shim (checked against its start time)
 //! and the shim's `exit.json`. Touches the job's run dir and signals only the shim.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crate::launch::{
     proc_start, read_json, write_json_atomic,
 };
 pub use kiln_hal::ports::JobRecord;
+use kiln_hal::process::{pidfd_exited, pidfd_open};
 
 /// How to run the shim: e.g. `kilnd` with `["job-shim"]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,23 +40,6 @@ pub enum Readopt {
     Running(Box<JobHandle>),
     Finished(ExitRecord),
     Lost(String),
-}
-
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn pidfd_exited(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & libc::POLLIN != 0
 }
 
 /// Write the plan into its run dir (created) and return the launch file path.
