@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::{Buf, BufMut};
+use kiln_testkit::Rng;
 use kiln_tests::{Kilnd, Start, test_config};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -98,22 +99,6 @@ const VALID: &[&str] = &[
     "/kiln.v1.Vectors/List",
 ];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn seeds() -> Vec<Vec<u8>> {
     use kiln_api::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
     let infer = ModelInferRequest {
@@ -146,7 +131,7 @@ fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
             1 => {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(24);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(i..i, bytes);
             }
             2 if len > 0 => v.truncate(rng.below(len)),
@@ -288,7 +273,7 @@ async fn drive(
         let channel = channel.clone();
         let share = requests / clients as u64 + u64::from((c as u64) < requests % clients as u64);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut rng = Rng::new(c as u64 + 1);
             let seeds = seeds();
             let mut grpc = tonic::client::Grpc::new(channel);
             let mut by: BTreeMap<String, u64> = BTreeMap::new();

@@ -116,7 +116,7 @@ impl GroupAuthority {
         }
         let Some(uid) = caller.uid else {
             return Err(EngineError::denied(
-                "caller credentials unknown; connect over the Unix socket or the system bus",
+                "caller credentials unknown (none were sent, or the process that connected has exited); connect again from the calling process over the Unix socket or the system bus",
             ));
         };
         if uid == 0 || uid == nix::unistd::geteuid().as_raw() {

@@ -3,9 +3,9 @@
 //! connection is still accepted, but every call on it is refused with RESOURCE_EXHAUSTED
 //! naming the limit (see `grpc::CallService`); past twice the limit it is closed at once, so
 //! one local user cannot hold unbounded connection state. Each connection also keeps a
-//! pidfd of the process that made it (SO_PEERPIDFD, else pidfd_open of SO_PEERCRED's pid),
-//! so a call on a connection whose maker has exited is refused instead of being judged by
-//! a pid the kernel may have handed to someone else. Touches only the connections.
+//! pidfd of the process that made it (SO_PEERPIDFD, else pidfd_open of SO_PEERCRED's pid):
+//! once that process has exited, the connection's calls carry no credentials (`caller_of`)
+//! instead of a pid the kernel may have handed to someone else. Touches only the connections.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -67,14 +67,6 @@ fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
     }
     let pid = stream.peer_cred().ok()?.pid()?;
     pidfd_open(pid)
-}
-
-/// The refusal a call gets when the process that made its connection has exited.
-pub fn maker_gone(pid: i32) -> tonic::Status {
-    tonic::Status::permission_denied(format!(
-        "the process that opened this connection (pid {pid}) has exited; kilnd judges a \
-         connection by the process that made it: connect again from the calling process"
-    ))
 }
 
 /// A counted connection; the count drops with it.
@@ -240,12 +232,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_refusal_for_a_gone_maker_names_the_pid() {
-        let msg = maker_gone(42).message().to_string();
-        assert!(
-            msg.contains("pid 42") && msg.contains("connect again"),
-            "{msg}"
-        );
+    #[tokio::test]
+    async fn a_connection_whose_maker_exited_says_so() {
+        // The peer of a socketpair half is this process: alive.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let limits = ConnLimits::new(4);
+        let info = limits.admit(a).unwrap().connect_info();
+        assert_eq!(info.maker_gone(), None);
+        // A pidfd of a process that has ended.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        child.wait().unwrap();
+        let gone = ConnInfo {
+            peer: Some(Arc::new(fd)),
+            ..info
+        };
+        assert!(gone.maker_gone().is_some());
     }
 }

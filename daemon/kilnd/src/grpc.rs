@@ -40,9 +40,12 @@ pub fn status_of(e: EngineError) -> Status {
 
 /// The caller of a request, from the connection's peer credentials.
 pub fn caller_of<T>(req: &Request<T>) -> Caller {
+    // A connection whose maker has exited carries no credentials any more: its pid may name
+    // another process now. Only calls that use credentials pay for the check.
     let cred = req
         .extensions()
         .get::<crate::conn_limit::ConnInfo>()
+        .filter(|i| i.maker_gone().is_none())
         .and_then(|i| i.uds.peer_cred);
     Caller {
         transport: Transport::Grpc,
@@ -269,18 +272,9 @@ where
         let engine = self.engine.clone();
         let start = Instant::now();
         let conn = req.extensions().get::<crate::conn_limit::ConnInfo>();
-        // Inference itself needs no credentials, so the hot path skips the peer check (a
-        // poll of the connection's pidfd).
-        let uses_credentials = method != "/inference.GRPCInferenceService/ModelInfer";
         let refused = conn.and_then(|c| {
             c.over
                 .map(|(uid, open, limit)| crate::conn_limit::refusal(uid, open, limit))
-                .or_else(|| {
-                    uses_credentials
-                        .then(|| c.maker_gone())
-                        .flatten()
-                        .map(crate::conn_limit::maker_gone)
-                })
         });
         if let Some(status) = refused {
             engine.metrics().observe_call(

@@ -39,7 +39,7 @@ impl PolkitAuthority {
             }
             _ => {
                 return Err(EngineError::denied(
-                    "caller credentials unknown; polkit cannot decide",
+                    "caller credentials unknown (the process that connected has exited?); polkit cannot decide: connect again from the calling process",
                 ));
             }
         };

@@ -43,17 +43,10 @@ fn fill(dir: &Path, tag: u8) {
     }
 }
 
-/// Seeded xorshift for the kill delays (reproducible runs).
+/// Seeded kill delays (reproducible runs).
 fn delays(n: usize) -> Vec<u64> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            10 + x % 200
-        })
-        .collect()
+    let mut r = kiln_testkit::Rng::new(7);
+    (0..n).map(|_| 10 + r.next_u64() % 400).collect()
 }
 
 #[test]

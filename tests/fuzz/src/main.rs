@@ -9,26 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_fuzz::{Scratch, TARGETS, Target};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use kiln_testkit::Rng;
 
 const MAX_LEN: usize = 64 << 10;
 
@@ -43,12 +24,12 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &mut Vec<u8>) {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                input[i] = rng.next() as u8;
+                input[i] = rng.next_u64() as u8;
             }
             2 => {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 input.splice(i..i, bytes);
             }
             3 if len > 0 => {
@@ -116,7 +97,7 @@ fn seeds(dir: &Path) -> Vec<Vec<u8>> {
 fn run(target: &Target, seconds: f64, corpus: &Path, crashes: &Path) -> usize {
     let seeds = seeds(&corpus.join(target.name));
     let scratch = Scratch::new();
-    let mut rng = Rng(0x5EED_0000_0000_0001 ^ target.name.len() as u64);
+    let mut rng = Rng::new(target.name.len() as u64);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let (mut runs, mut crashed) = (0u64, 0usize);
     // Every seed as it is first, then mutations.

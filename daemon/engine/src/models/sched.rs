@@ -398,21 +398,26 @@ mod tests {
         }
     }
 
-    /// One worker, no batching, at most two requests waiting.
-    fn scheduler(runner: Arc<dyn Runner>) -> Scheduler {
+    fn start(runner: Arc<dyn Runner>, batching: Batching) -> Scheduler {
         Scheduler::start(
             "test model",
             runner,
             Arc::new(Stats::new("m", 1, "CPU", "f32")),
             Ledger::new(1 << 30, 100.0),
-            Batching {
-                max_batch: 1,
-                max_queue_delay: Duration::ZERO,
-                max_queue: 2,
-            },
+            batching,
             &ThreadPlacement::default(),
         )
         .unwrap()
+    }
+
+    /// One worker, no batching, at most two requests waiting.
+    fn scheduler(runner: Arc<dyn Runner>) -> Scheduler {
+        let one = Batching {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+            max_queue: 2,
+        };
+        start(runner, one)
     }
 
     fn x(v: f32) -> Vec<(String, Tensor)> {
@@ -433,19 +438,12 @@ mod tests {
     }
 
     fn batching(runner: Arc<dyn Runner>, delay: Duration) -> Scheduler {
-        Scheduler::start(
-            "test model",
-            runner,
-            Arc::new(Stats::new("m", 1, "CPU", "f32")),
-            Ledger::new(1 << 30, 100.0),
-            Batching {
-                max_batch: 8,
-                max_queue_delay: delay,
-                max_queue: 64,
-            },
-            &ThreadPlacement::default(),
-        )
-        .unwrap()
+        let eight = Batching {
+            max_batch: 8,
+            max_queue_delay: delay,
+            max_queue: 64,
+        };
+        start(runner, eight)
     }
 
     #[tokio::test]
